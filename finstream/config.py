@@ -1,0 +1,125 @@
+"""Settings: one object decides every path and backend; FINSTREAM_* env vars override params.yaml."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class IngestParams(BaseModel):
+    """What `finstream ingest` fetches when no option overrides it."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["000300.SH", "^GSPC", "^IXIC"])
+    source: str = "auto"
+    start: date | None = None
+    end: date | None = None
+
+
+class RouterParams(BaseModel):
+    """Failover behaviour of the source router."""
+
+    timeout_s: float = 20.0
+    retries: int = 2
+    backoff_s: float = 0.5
+    breaker_fail_max: int = 3
+    breaker_reset_s: float = 60.0
+    probe_timeout_s: float = 1.5
+    max_bad_ohlc_fraction: float = 0.01
+
+
+class ValidateParams(BaseModel):
+    """Plausible absolute daily close-to-close move per market (fraction)."""
+
+    move_limits: dict[str, float] = Field(
+        default_factory=lambda: {"CN": 0.11, "CN_GROWTH": 0.21, "CN_INDEX": 0.11, "US": 0.25, "HK": 0.5}
+    )
+
+
+class Paths:
+    """Every file finstream writes, derived from FINSTREAM_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.data = home / "data"
+        self.raw_bars = self.data / "raw" / "bars.parquet"
+        self.validated_bars = self.data / "validated" / "bars.parquet"
+        self.quarantine = self.data / "quarantine" / "bars.parquet"
+        self.features = self.data / "features" / "features.parquet"
+        self.reports = home / "reports"
+        self.feast = home / "feast"
+        self.feast_registry = self.feast / "registry.db"
+        self.feast_online = self.feast / "online.db"
+        self.mlruns = home / "mlruns"
+        self.prefect_home = home / "prefect"
+        self.dvc_cache = home / "dvc-cache"
+        self.dvc_remote = home / "dvc-remote"
+
+
+class Settings(BaseSettings):
+    """finstream configuration: defaults < params.yaml < FINSTREAM_* environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FINSTREAM_",
+        env_nested_delimiter="__",
+        yaml_file="params.yaml",
+        extra="ignore",
+    )
+
+    home: Path = Path(".finstream")
+    offline: bool = False
+    redis_url: str | None = None
+    online_store: Literal["sqlite", "redis"] | None = None
+    feast_project: str = "finstream"
+    alphavantage_api_key: str | None = None
+    tushare_token: str | None = None
+    log_level: str = "INFO"
+    ingest: IngestParams = Field(default_factory=IngestParams)
+    router: RouterParams = Field(default_factory=RouterParams)
+    validation: ValidateParams = Field(default_factory=ValidateParams)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Env vars win over params.yaml, which wins over the defaults."""
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls), file_secret_settings)
+
+    @cached_property
+    def paths(self) -> Paths:
+        return Paths(self.home.expanduser().resolve())
+
+    @property
+    def online_store_type(self) -> Literal["sqlite", "redis"]:
+        """Redis when asked for explicitly or when a Redis URL is set, SQLite otherwise."""
+        if self.online_store is not None:
+            return self.online_store
+        return "redis" if self.redis_url else "sqlite"
+
+    def api_key(self, provider: str) -> str | None:
+        """Credential for a provider: FINSTREAM_* setting first, then the provider's usual env var."""
+        if provider == "alphavantage":
+            return self.alphavantage_api_key or os.environ.get("ALPHAVANTAGE_API_KEY")
+        if provider == "tushare":
+            return self.tushare_token or os.environ.get("TUSHARE_TOKEN")
+        return None
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build settings from the environment and ./params.yaml (a new object each call)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,46 @@
+"""The provider interface: every source returns frames in the Bar schema for one canonical symbol."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import date
+from typing import ClassVar
+
+import pandas as pd
+
+from finstream.config import Settings
+from finstream.symbols import Symbol
+
+
+class Source(ABC):
+    """A market-data provider. Subclasses map their library's real output into the Bar schema."""
+
+    name: ClassVar[str]
+    #: hosts the provider talks to; the router probes them once to fail fast with no network
+    hosts: ClassVar[tuple[str, ...]] = ()
+    #: True for providers that need the network
+    live: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def unavailable_reason(self, symbol: Symbol) -> str | None:
+        """Why this provider cannot serve `symbol` here (missing credentials, market not covered), or None."""
+        return None
+
+    @abstractmethod
+    def fetch(self, symbol: Symbol, start: date | None, end: date | None) -> pd.DataFrame:
+        """Daily bars for `symbol` in [start, end] (inclusive), coerced with `to_bar_frame`."""
+
+
+def clip_dates(bars: pd.DataFrame, start: date | None, end: date | None, tz: str) -> pd.DataFrame:
+    """Keep bars whose local trading date lies in [start, end]."""
+    if bars.empty:
+        return bars
+    local = bars["ts"].dt.tz_convert(tz).dt.date
+    mask = pd.Series(True, index=bars.index)
+    if start is not None:
+        mask &= local >= start
+    if end is not None:
+        mask &= local <= end
+    return bars.loc[mask].reset_index(drop=True)

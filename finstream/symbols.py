@@ -1,0 +1,124 @@
+"""Canonical symbols (`600036.SH`, `000300.SH`, `^GSPC`, `0700.HK`, `AAPL`) and their per-provider forms."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import time
+from typing import Literal
+
+from finstream.errors import SymbolError
+
+Market = Literal["CN", "US", "HK"]
+
+_CN = re.compile(r"^(\d{6})\.(SH|SZ|BJ)$")
+_HK = re.compile(r"^(\d{4,5})\.HK$")
+_US = re.compile(r"^\^?[A-Z][A-Z0-9.\-]{0,9}$")
+
+MARKET_TZ: dict[str, str] = {"CN": "Asia/Shanghai", "US": "America/New_York", "HK": "Asia/Hong_Kong"}
+MARKET_CLOSE: dict[str, time] = {"CN": time(15, 0), "US": time(16, 0), "HK": time(16, 0)}
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A parsed canonical symbol."""
+
+    canonical: str
+    market: Market
+    code: str
+    exchange: str
+    is_index: bool
+
+    @property
+    def tz(self) -> str:
+        return MARKET_TZ[self.market]
+
+    @property
+    def close_time(self) -> time:
+        return MARKET_CLOSE[self.market]
+
+    @property
+    def limit_class(self) -> str:
+        """Which daily move limit applies (see ValidateParams.move_limits)."""
+        if self.market != "CN":
+            return self.market
+        if self.is_index:
+            return "CN_INDEX"
+        if self.code.startswith(("300", "301", "688", "689")) or self.exchange == "BJ":
+            return "CN_GROWTH"
+        return "CN"
+
+    def for_provider(self, provider: str) -> str:
+        """The form a provider's API expects; SymbolError if that provider does not cover it."""
+        if provider == "akshare":
+            if self.market != "CN":
+                raise SymbolError(f"akshare provider serves China A-shares only, not {self.canonical}")
+            return self.code if not self.is_index else f"{self.exchange.lower()}{self.code}"
+        if provider == "yfinance":
+            if self.market == "CN":
+                if self.exchange == "BJ":
+                    raise SymbolError(f"yfinance does not list Beijing exchange symbols ({self.canonical})")
+                return f"{self.code}.{'SS' if self.exchange == 'SH' else 'SZ'}"
+            return self.canonical
+        if provider == "alphavantage":
+            if self.is_index:
+                raise SymbolError(f"Alpha Vantage has no daily series for index {self.canonical}")
+            if self.market == "CN":
+                if self.exchange == "BJ":
+                    raise SymbolError(f"Alpha Vantage does not cover {self.canonical}")
+                return f"{self.code}.{'SHH' if self.exchange == 'SH' else 'SHZ'}"
+            if self.market == "HK":
+                raise SymbolError(f"Alpha Vantage does not cover Hong Kong symbols ({self.canonical})")
+            return self.canonical
+        if provider == "tushare":
+            if self.market != "CN":
+                raise SymbolError(f"Tushare provider serves China A-shares only, not {self.canonical}")
+            return self.canonical
+        return self.canonical
+
+    def __str__(self) -> str:
+        return self.canonical
+
+
+def _cn_is_index(code: str, exchange: str) -> bool:
+    """SSE index codes start with 000 (000001 SSE Composite, 000300 CSI 300); SZSE indices with 399."""
+    return (exchange == "SH" and code.startswith("000")) or (exchange == "SZ" and code.startswith("399"))
+
+
+def parse_symbol(text: str) -> Symbol:
+    """Parse a canonical symbol, accepting common aliases (`600036.SS`, `sh600036`, `SH600036`)."""
+    raw = text.strip()
+    s = raw.upper()
+    alias = re.match(r"^(SH|SZ|BJ)(\d{6})$", s)
+    if alias:
+        s = f"{alias.group(2)}.{alias.group(1)}"
+    if s.endswith(".SS"):
+        s = s[:-3] + ".SH"
+    m = _CN.match(s)
+    if m:
+        code, ex = m.group(1), m.group(2)
+        return Symbol(s, "CN", code, ex, _cn_is_index(code, ex))
+    m = _HK.match(s)
+    if m:
+        code = m.group(1).lstrip("0").zfill(4)
+        return Symbol(f"{code}.HK", "HK", code, "HK", False)
+    if re.fullmatch(r"\d{6}", s):
+        raise SymbolError(f"symbol {raw!r} needs an exchange suffix, e.g. {s}.SH or {s}.SZ")
+    if _US.match(s):
+        return Symbol(s, "US", s.lstrip("^"), "US", s.startswith("^"))
+    raise SymbolError(
+        f"cannot parse symbol {raw!r}: expected forms like 600036.SH, 000001.SZ, 0700.HK, AAPL or ^GSPC"
+    )
+
+
+def parse_symbols(text: str | list[str]) -> list[Symbol]:
+    """Parse a comma-separated list (or a list) of symbols, dropping duplicates, keeping order."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: dict[str, Symbol] = {}
+    for item in items:
+        if item.strip():
+            sym = parse_symbol(item)
+            out.setdefault(sym.canonical, sym)
+    if not out:
+        raise SymbolError("no symbols given")
+    return list(out.values())

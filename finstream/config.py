@@ -123,3 +123,16 @@ class Settings(BaseSettings):
 def get_settings(**overrides: object) -> Settings:
     """Build settings from the environment and ./params.yaml (a new object each call)."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def prefect_environment(settings: Settings) -> dict[str, str]:
+    """Environment that keeps Prefect's state under FINSTREAM_HOME and its telemetry off.
+
+    The ephemeral API server gets 90 s to start: its first start on a 2-core machine runs migrations.
+    """
+    return {
+        "PREFECT_HOME": str(settings.paths.prefect_home),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    }

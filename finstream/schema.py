@@ -42,15 +42,17 @@ def to_bar_frame(df: pd.DataFrame, *, source: str, ingested_at: pd.Timestamp | N
         raise SchemaError(f"{source}: missing bar column(s) {missing}; got {list(df.columns)}")
     out = pd.DataFrame(index=range(len(df)))
     out["symbol"] = df["symbol"].astype(str).to_numpy()
-    ts = df["ts"]
-    try:
-        ts = pd.to_datetime(ts.to_numpy() if not isinstance(ts.dtype, pd.DatetimeTZDtype) else ts)
-    except (ValueError, TypeError) as exc:
-        raise SchemaError(f"{source}: column 'ts' has values that are not timestamps ({exc})") from exc
-    ts = pd.DatetimeIndex(ts)
-    if ts.tz is None:
-        raise SchemaError(f"{source}: column 'ts' must be timezone-aware (bar close time in the exchange zone)")
-    out["ts"] = ts.tz_convert("UTC").as_unit("ns")
+    ts = pd.Series(df["ts"].array)
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        try:
+            ts = pd.to_datetime(ts)
+        except (ValueError, TypeError) as exc:
+            raise SchemaError(f"{source}: column 'ts' has values that are not timestamps ({exc})") from exc
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        raise SchemaError(
+            f"{source}: column 'ts' must be timezone-aware (bar close time in the exchange zone)"
+        )
+    out["ts"] = ts.dt.tz_convert("UTC").dt.as_unit("ns").to_numpy()
     for col in FLOAT_COLUMNS:
         if col not in df.columns:
             out[col] = np.nan
@@ -59,7 +61,9 @@ def to_bar_frame(df: pd.DataFrame, *, source: str, ingested_at: pd.Timestamp | N
         bad = values.isna() & pd.Series(df[col].to_numpy()).notna()
         if bad.any():
             sample = pd.Series(df[col].to_numpy())[bad].iloc[0]
-            raise SchemaError(f"{source}: column '{col}' has a non-numeric value {sample!r} at row {bad.idxmax()}")
+            raise SchemaError(
+                f"{source}: column '{col}' has a non-numeric value {sample!r} at row {bad.idxmax()}"
+            )
         out[col] = values.astype("float64").to_numpy()
     out["source"] = source
     stamp = ingested_at if ingested_at is not None else pd.Timestamp.now(tz="UTC")
@@ -77,7 +81,9 @@ def empty_bars() -> pd.DataFrame:
     return frame[BAR_COLUMNS]
 
 
-def daily_close_ts(dates: pd.Series | pd.DatetimeIndex, tz: str, close_hour: int, close_minute: int = 0) -> pd.Series:
+def daily_close_ts(
+    dates: pd.Series | pd.DatetimeIndex, tz: str, close_hour: int, close_minute: int = 0
+) -> pd.Series:
     """Stamp daily dates with the market's close time in its zone, as UTC (a bar is known at the close)."""
     d = pd.DatetimeIndex(pd.to_datetime(dates))
     if d.tz is not None:

@@ -12,8 +12,10 @@ from finstream.errors import SymbolError
 Market = Literal["CN", "US", "HK"]
 
 _CN = re.compile(r"^(\d{6})\.(SH|SZ|BJ)$")
-_HK = re.compile(r"^(\d{4,5})\.HK$")
+_HK = re.compile(r"^(\d{1,5})\.HK$")
 _US = re.compile(r"^\^?[A-Z][A-Z0-9.\-]{0,9}$")
+
+_HK_INDICES = {"^HSI"}
 
 MARKET_TZ: dict[str, str] = {"CN": "Asia/Shanghai", "US": "America/New_York", "HK": "Asia/Hong_Kong"}
 MARKET_CLOSE: dict[str, time] = {"CN": time(15, 0), "US": time(16, 0), "HK": time(16, 0)}
@@ -104,11 +106,22 @@ def parse_symbol(text: str) -> Symbol:
         return Symbol(f"{code}.HK", "HK", code, "HK", False)
     if re.fullmatch(r"\d{6}", s):
         raise SymbolError(f"symbol {raw!r} needs an exchange suffix, e.g. {s}.SH or {s}.SZ")
+    if s in _HK_INDICES:
+        return Symbol(s, "HK", s.lstrip("^"), "HK", True)
     if _US.match(s):
         return Symbol(s, "US", s.lstrip("^"), "US", s.startswith("^"))
     raise SymbolError(
         f"cannot parse symbol {raw!r}: expected forms like 600036.SH, 000001.SZ, 0700.HK, AAPL or ^GSPC"
     )
+
+
+def infer_cn_symbol(code: str) -> Symbol:
+    """Canonical A-share *stock* symbol for a bare 6-digit code (6→SH, 0/2/3→SZ, 4/8/9→BJ)."""
+    code = code.strip().zfill(6)
+    if not re.fullmatch(r"\d{6}", code):
+        raise SymbolError(f"{code!r} is not a 6-digit A-share code")
+    exchange = "SH" if code[0] == "6" else "SZ" if code[0] in "023" else "BJ"
+    return Symbol(f"{code}.{exchange}", "CN", code, exchange, False)
 
 
 def parse_symbols(text: str | list[str]) -> list[Symbol]:

@@ -1,0 +1,14 @@
+"""Prefect flows: the only place that sequences finstream's steps.
+
+Importing this package points Prefect's state at FINSTREAM_HOME and turns telemetry off (unless the
+environment already says otherwise), so it must happen before `prefect` itself is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+from finstream.config import get_settings, prefect_environment
+
+for _key, _value in prefect_environment(get_settings()).items():
+    os.environ.setdefault(_key, _value)

@@ -1,0 +1,47 @@
+# finstream — `make demo` runs the whole pipeline on real packaged data; `make test` runs the tests.
+# Both set up the virtual environment first (once; again only when pyproject.toml or constraints.txt change).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.finstream-installed
+# pip prints a warning per package for this machine's extra local index folders; keep the output readable
+QUIET_PIP := grep -v '^WARNING: Location' || true
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-unit lint format repro clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing the pinned stack into $(VENV) (CPU torch first; a few minutes the first time)…"
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install --quiet torch==2.13.0 -c constraints.txt 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip check
+	@touch $@
+
+demo: setup
+	$(BIN)/finstream pipeline
+
+test: setup
+	DO_NOT_TRACK=1 $(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	DO_NOT_TRACK=1 $(BIN)/pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+repro: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+clean:
+	rm -rf .finstream

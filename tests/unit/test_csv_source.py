@@ -1,0 +1,102 @@
+"""csv:PATH — header detection (English, AkShare Chinese), date formats, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from finstream.config import Settings
+from finstream.errors import SchemaError, SourceError
+from finstream.sources.csvfile import CsvSource
+from finstream.symbols import parse_symbol
+
+CMB = parse_symbol("600036.SH")
+
+
+def _src(tmp_path: Path, text: str, name: str = "bars.csv") -> CsvSource:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return CsvSource(Settings(), path)
+
+
+def test_akshare_chinese_headers(tmp_path: Path) -> None:
+    # the columns ak.stock_zh_a_hist returns; 600036 on 2024-01-02/03 (qfq)
+    text = (
+        "日期,股票代码,开盘,收盘,最高,最低,成交量,成交额,振幅,涨跌幅,涨跌额,换手率\n"
+        "2024-01-02,600036,31.14,30.91,31.21,30.80,380000,1173000000.0,1.32,-0.55,-0.17,0.18\n"
+        "2024-01-03,600036,30.91,31.09,31.15,30.75,330000,1021000000.0,1.29,0.58,0.18,0.16\n"
+    )
+    bars = _src(tmp_path, text).fetch(CMB, None, None)
+    assert list(bars["close"]) == [30.91, 31.09]
+    assert list(bars["amount"]) == [1173000000.0, 1021000000.0]
+    assert bars["ts"].iloc[0] == pd.Timestamp("2024-01-02 07:00", tz="UTC")
+    assert bars["source"].iloc[0] == "csv:bars.csv"
+
+
+def test_yahoo_style_headers_and_us_dates(tmp_path: Path) -> None:
+    text = (
+        "Date,Open,High,Low,Close,Adj Close,Volume\n"
+        "1/4/1999,1229.23,1248.81,1219.10,1228.10,1228.10,877000000\n"
+        "1/5/1999,1228.10,1246.11,1228.10,1244.78,1244.78,775000000\n"
+    )
+    bars = _src(tmp_path, text).fetch(parse_symbol("^GSPC"), None, None)
+    assert bars["ts"].iloc[0] == pd.Timestamp("1999-01-04 21:00", tz="UTC")
+    assert bars["close"].iloc[0] == 1228.10
+    assert bars["amount"].isna().all()
+
+
+@pytest.mark.parametrize("day", ["20240103", "2024/01/03", "03.01.2024"])
+def test_date_formats(tmp_path: Path, day: str) -> None:
+    text = f"date,open,high,low,close,volume\n{day},1,2,0.5,1.5,10\n"
+    bars = _src(tmp_path, text).fetch(CMB, None, None)
+    assert bars["ts"].dt.tz_convert("Asia/Shanghai").dt.date.iloc[0].isoformat() == "2024-01-03"
+
+
+def test_day_month_order_from_time_order(tmp_path: Path) -> None:
+    rows = "\n".join(f"{d:02d}/01/2024,1,2,0.5,1.5,10" for d in (2, 3, 4, 5, 8, 9, 10, 11, 12, 15))
+    bars = _src(tmp_path, "date,open,high,low,close,volume\n" + rows + "\n").fetch(CMB, None, None)
+    assert bars["ts"].dt.tz_convert("Asia/Shanghai").dt.month.unique().tolist() == [1]
+
+
+def test_single_ambiguous_date_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="ambiguous dates"):
+        _src(tmp_path, "date,open,high,low,close,volume\n01/04/2024,1,2,0.5,1.5,10\n").fetch(CMB, None, None)
+
+
+def test_symbol_column_selects_rows(tmp_path: Path) -> None:
+    text = (
+        "symbol,date,open,high,low,close,volume\n"
+        "600036.SH,2024-01-02,1,2,0.5,1.5,10\n"
+        "AAPL,2024-01-02,1,2,0.5,1.5,10\n"
+    )
+    src = _src(tmp_path, text)
+    assert src.symbols_in_file() == ["600036.SH", "AAPL"]
+    assert len(src.fetch(CMB, None, None)) == 1
+    with pytest.raises(SourceError, match=r"no rows for 000002\.SZ"):
+        src.fetch(parse_symbol("000002.SZ"), None, None)
+
+
+def test_missing_column_names_it(tmp_path: Path) -> None:
+    with pytest.raises(
+        SchemaError, match=r"cannot find a 'volume' column.*\['date', 'open', 'high', 'low', 'close'\]"
+    ):
+        _src(tmp_path, "date,open,high,low,close\n2024-01-02,1,2,0.5,1.5\n").fetch(CMB, None, None)
+
+
+def test_bad_date_names_the_row(tmp_path: Path) -> None:
+    text = "date,open,high,low,close,volume\n2024-01-02,1,2,0.5,1.5,10\nnot-a-date,1,2,0.5,1.5,10\n"
+    with pytest.raises(SchemaError, match="cannot parse date 'not-a-date'"):
+        _src(tmp_path, text).fetch(CMB, None, None)
+
+
+def test_non_numeric_price_names_the_column(tmp_path: Path) -> None:
+    text = "date,open,high,low,close,volume\n2024-01-02,1,2,0.5,abc,10\n"
+    with pytest.raises(SchemaError, match="column 'close' has a non-numeric value 'abc'"):
+        _src(tmp_path, text).fetch(CMB, None, None)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="not found"):
+        CsvSource(Settings(), tmp_path / "nope.csv").fetch(CMB, None, None)

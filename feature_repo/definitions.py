@@ -1,7 +1,7 @@
 """Feast objects for finstream: `symbol` entity, features parquet, push source, two views, one service.
 
 `build(settings)` makes them for any FINSTREAM_HOME (finstream.featurestore.apply_definitions calls it);
-the module-level objects below are what the `feast` CLI finds when run inside feature_repo/.
+the module-level objects at the bottom are what the `feast` CLI finds when run inside feature_repo/.
 
 TTL: daily bars have gaps of up to 12 calendar days in the packaged history (Chinese New Year 2006;
 CNY and National Day closures are usually 9-11 days, 9/11 closed NYSE for 7). A point-in-time join drops a
@@ -93,10 +93,14 @@ def _cli_settings() -> Settings:
     return settings
 
 
-_objects = build(_cli_settings())
-symbol = _objects["symbol"]
-features_file = _objects["features_file"]
-market_push = _objects["market_push"]
-price_features = _objects["price_features"]
-technical_features = _objects["technical_features"]
-model_features = _objects["model_features"]
+# finstream.featurestore loads this file under LIBRARY_MODULE and calls build() with its own settings;
+# anything else (the feast CLI) gets module-level objects for the default FINSTREAM_HOME.
+LIBRARY_MODULE = "finstream_feature_repo_definitions"
+if __name__ != LIBRARY_MODULE:
+    _objects = build(_cli_settings())
+    symbol = _objects["symbol"]
+    features_file = _objects["features_file"]
+    market_push = _objects["market_push"]
+    price_features = _objects["price_features"]
+    technical_features = _objects["technical_features"]
+    model_features = _objects["model_features"]

@@ -10,7 +10,7 @@ PRICE_FEATURES = ["open", "high", "low", "close", "volume", "amount"]
 
 
 def build_features(bars: pd.DataFrame, spec: tuple[Indicator, ...] = DEFAULT_SPEC) -> pd.DataFrame:
-    """Feature frame: symbol, event_timestamp (bar close), created_timestamp (ingest time), prices, indicators.
+    """Feature frame: symbol, event_timestamp (bar close), created_timestamp (ingest time), prices, features.
 
     The first `warmup_bars(spec)` bars of each symbol are dropped: some indicators are undefined there.
     """

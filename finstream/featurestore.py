@@ -6,9 +6,12 @@ importing this module stays cheap for the CLI.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import logging
+import sys
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -96,10 +99,30 @@ def repo_config(settings: Settings) -> RepoConfig:
     )
 
 
+def _close_duckdb_backend() -> None:
+    """Close ibis's default in-memory duckdb connection before interpreter teardown.
+
+    Feast's duckdb offline store runs through ibis's default backend; left open at exit, duckdb's nanobind
+    bindings print dozens of "leaked type" lines to stderr.
+    """
+    ibis = sys.modules.get("ibis")
+    backend = getattr(getattr(ibis, "options", None), "default_backend", None)
+    if backend is not None:
+        backend.disconnect()
+        ibis.options.default_backend = None  # type: ignore[union-attr]
+
+
+atexit.register(_close_duckdb_backend)
+
+
 def open_store(settings: Settings | None = None) -> FeatureStore:
     """A FeatureStore for these settings (registry and SQLite files go under FINSTREAM_HOME/feast)."""
     from feast import FeatureStore
 
+    # ibis (Feast's duckdb offline store) still calls duckdb's deprecated fetch_arrow_table
+    warnings.filterwarnings(
+        "ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning
+    )
     settings = settings or get_settings()
     settings.paths.feast.mkdir(parents=True, exist_ok=True)
     store = FeatureStore(config=repo_config(settings), repo_path=str(FEATURE_REPO))
@@ -109,6 +132,7 @@ def open_store(settings: Settings | None = None) -> FeatureStore:
 
 def _load_definitions() -> ModuleType:
     """Import feature_repo/definitions.py by path (feature_repo is not a package)."""
+    # Under this name the file skips its CLI-only module-level objects (see the end of definitions.py).
     spec = importlib.util.spec_from_file_location("finstream_feature_repo_definitions", DEFINITIONS_FILE)
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot load the Feast definitions at {DEFINITIONS_FILE}")

@@ -9,7 +9,7 @@ from finstream.stages import FeaturesReport, IngestReport, MaterializeReport, Va
 
 
 def ingest_table(report: IngestReport) -> Table:
-    table = Table(title=f"ingest → {report.path}", title_justify="left")
+    table = Table(title=f"ingest → {report.path}", title_justify="left", min_width=76)
     for col in ("symbol", "provider", "rows", "first", "last", "failover"):
         table.add_column(col, justify="right" if col == "rows" else "left")
     for s in report.symbols:
@@ -27,7 +27,7 @@ def ingest_table(report: IngestReport) -> Table:
 
 
 def validate_table(report: ValidateReport) -> Table:
-    table = Table(title="validate (Great Expectations suite 'bars')", title_justify="left")
+    table = Table(title="validate (Great Expectations suite 'bars')", title_justify="left", min_width=76)
     for col in ("symbol", "input", "clean", "quarantined"):
         table.add_column(col, justify="left" if col == "symbol" else "right")
     for row in report.per_symbol:
@@ -42,7 +42,7 @@ def validate_table(report: ValidateReport) -> Table:
 
 
 def features_table(report: FeaturesReport) -> Table:
-    table = Table(title=f"features → {report.path}", title_justify="left")
+    table = Table(title=f"features → {report.path}", title_justify="left", min_width=76)
     table.add_column("symbol")
     table.add_column("rows", justify="right")
     for sym, n in report.symbols.items():
@@ -52,7 +52,9 @@ def features_table(report: FeaturesReport) -> Table:
 
 
 def materialize_table(report: MaterializeReport) -> Table:
-    table = Table(title=f"materialize → Feast online store ({report.online_store})", title_justify="left")
+    table = Table(
+        title=f"materialize → Feast online store ({report.online_store})", title_justify="left", min_width=76
+    )
     if report.latest:
         for col in report.latest[0]:
             table.add_column(col)

@@ -272,7 +272,9 @@ def test_redis_yaml_expands_environment_variables(monkeypatch: pytest.MonkeyPatc
 
 
 def test_definitions_objects_and_imports() -> None:
-    objects = fs._load_definitions().build(_settings(Path("/data/home")))
+    module = fs._load_definitions()
+    assert not hasattr(module, "price_features"), "CLI-only objects (and their mkdir) built on library load"
+    objects = module.build(_settings(Path("/data/home")))
     assert objects["features_file"].path == "/data/home/data/features/features.parquet"
     assert objects["market_push"].batch_source is objects["features_file"]
     tech = objects["technical_features"]

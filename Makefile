@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.finstream-installed
 # pip prints a warning per package for this machine's extra local index folders; keep the output readable
-QUIET_PIP := grep -v '^WARNING: Location' || true
+QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-unit lint format repro clean

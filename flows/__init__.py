@@ -7,8 +7,11 @@ environment already says otherwise), so it must happen before `prefect` itself i
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from finstream.config import get_settings, prefect_environment
 
 for _key, _value in prefect_environment(get_settings()).items():
     os.environ.setdefault(_key, _value)
+# Prefect creates only the last folder of PREFECT_HOME; on a fresh clone FINSTREAM_HOME does not exist yet
+Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)

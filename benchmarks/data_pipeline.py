@@ -10,6 +10,7 @@ Usage: .venv/bin/python benchmarks/data_pipeline.py [--skip-cli]
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -65,7 +66,8 @@ def main() -> None:
         ingest, results["ingest_s"] = timed(ingest_stage, settings)
         validate, results["validate_s"] = timed(validate_stage, settings)
         features, results["features_s"] = timed(features_stage, settings)
-        _, results["materialize_s"] = timed(materialize_stage, settings)
+        with contextlib.redirect_stdout(sys.stderr):  # Feast prints materialize progress to stdout
+            _, results["materialize_s"] = timed(materialize_stage, settings)
         results["rows"] = {
             "raw": ingest.stored_rows,
             "clean": validate.clean,

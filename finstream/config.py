@@ -46,6 +46,56 @@ class ValidateParams(BaseModel):
     )
 
 
+class CostParams(BaseModel):
+    """Transaction costs of the backtest (fractions of traded value)."""
+
+    commission: float = 0.00025  # each way
+    stamp_duty: float = 0.0005  # on sells, China A-shares (0.05% since 2023-08-28)
+    slippage: float = 0.0005  # each way
+
+
+class TrainParams(BaseModel):
+    """What `finstream train` builds and how it is judged."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["000300.SH", "^GSPC", "^IXIC"])
+    horizon: int = 1
+    tasks: list[str] = Field(default_factory=lambda: ["regression", "classification"])
+    pooled: bool = True
+    per_symbol: bool = False
+    families: list[str] = Field(
+        default_factory=lambda: [
+            "ridge",
+            "random_forest",
+            "hist_gb",
+            "xgboost",
+            "svm",
+            "lstm",
+            "transformer",
+            "cnn_lstm",
+            "voting",
+            "stacking",
+            "bma",
+        ]
+    )
+    folds: int = 5
+    test_years: float = 5.0
+    min_train_years: float = 5.0
+    window: int = 20
+    epochs: int = 8
+    seed: int = 42
+    tune_samples: int = 0
+    costs: CostParams = Field(default_factory=CostParams)
+
+
+class PromotionParams(BaseModel):
+    """Gates a candidate must pass to replace the champion."""
+
+    metric: str = "ic"
+    min_improvement: float = 0.005
+    max_dm_pvalue: float = 0.10
+    min_folds: int = 3
+
+
 class Paths:
     """Every file finstream writes, derived from FINSTREAM_HOME."""
 
@@ -87,6 +137,9 @@ class Settings(BaseSettings):
     ingest: IngestParams = Field(default_factory=IngestParams)
     router: RouterParams = Field(default_factory=RouterParams)
     validation: ValidateParams = Field(default_factory=ValidateParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    promotion: PromotionParams = Field(default_factory=PromotionParams)
+    mlflow_tracking_uri: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -110,6 +163,16 @@ class Settings(BaseSettings):
         if self.online_store is not None:
             return self.online_store
         return "redis" if self.redis_url else "sqlite"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking/registry URI: FINSTREAM_MLFLOW_TRACKING_URI, else SQLite under FINSTREAM_HOME."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.paths.mlruns / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        """Where new experiments keep artifacts (a folder under FINSTREAM_HOME)."""
+        return (self.paths.mlruns / "artifacts").as_uri()
 
     def api_key(self, provider: str) -> str | None:
         """Credential for a provider: FINSTREAM_* setting first, then the provider's usual env var."""

@@ -1,0 +1,120 @@
+"""Hyperparameter search with Ray Tune; every trial is an MLflow run; the final test period is never seen.
+
+Trials are scored by walk-forward evaluation *inside* the tuning window: the data before the outer
+evaluation's first test block. The outer walk-forward then judges the chosen parameters on data the
+search never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import pandas as pd
+
+from finstream.config import Settings, TrainParams
+from training.dataset import Dataset
+
+log = logging.getLogger(__name__)
+
+#: search spaces per family (Ray Tune sample functions are built lazily: importing ray is slow)
+SPACES: dict[str, dict[str, tuple[str, Any]]] = {
+    "xgboost": {
+        "max_depth": ("choice", [2, 3, 4]),
+        "learning_rate": ("loguniform", (0.01, 0.2)),
+        "n_estimators": ("choice", [100, 200, 400]),
+        "subsample": ("uniform", (0.6, 1.0)),
+    },
+    "ridge": {"alpha": ("loguniform", (0.1, 1000.0))},
+    "random_forest": {
+        "min_samples_leaf": ("choice", [20, 50, 100, 200]),
+        "max_features": ("choice", [0.3, 0.6]),
+    },
+    "hist_gb": {"learning_rate": ("loguniform", (0.01, 0.2)), "max_leaf_nodes": ("choice", [7, 15, 31])},
+}
+GATE_METRIC = {"regression": "ic", "classification": "ic"}
+
+
+def tuning_window(dataset: Dataset, params: TrainParams) -> Dataset:
+    """The rows strictly before the outer walk-forward's test period (labels known before it starts)."""
+    cutoff = dataset.event_time.max() - pd.Timedelta(days=365.25 * params.test_years)
+    mask = (dataset.label_time < cutoff).to_numpy()
+    return Dataset(
+        dataset.X.loc[mask].reset_index(drop=True),
+        dataset.y_return.loc[mask].reset_index(drop=True),
+        dataset.y_direction.loc[mask].reset_index(drop=True),
+        dataset.event_time.loc[mask].reset_index(drop=True),
+        dataset.label_time.loc[mask].reset_index(drop=True),
+        dataset.horizon,
+    )
+
+
+def _space(family: str) -> dict[str, Any]:
+    from ray import tune
+
+    makers = {
+        "choice": tune.choice,
+        "uniform": lambda b: tune.uniform(*b),
+        "loguniform": lambda b: tune.loguniform(*b),
+    }
+    return {name: makers[kind](arg) for name, (kind, arg) in SPACES[family].items()}
+
+
+def _trial(
+    config: dict[str, Any], dataset: Dataset, family: str, task: str, params: TrainParams
+) -> dict[str, float]:
+    from training.models import make_model
+    from training.walk_forward import evaluate
+
+    inner = params.model_copy(update={"test_years": params.test_years / 2, "folds": 2})
+    result = evaluate(lambda: make_model(family, task, **config), dataset, task, inner)
+    return {k: float(v) for k, v in result.overall.items() if isinstance(v, int | float)}
+
+
+def tune_family(settings: Settings, dataset: Dataset, family: str, task: str) -> dict[str, Any]:
+    """Best parameters for `family` by inner walk-forward IC; {} when tuning is off or not defined."""
+    params = settings.train
+    if params.tune_samples <= 0 or family not in SPACES:
+        return {}
+    import ray
+    from ray import tune
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    window = tuning_window(dataset, params)
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS"),
+            num_cpus=None if os.environ.get("RAY_ADDRESS") else os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            _temp_dir=str(settings.paths.home.resolve() / "ray")
+            if not os.environ.get("RAY_ADDRESS")
+            else None,
+        )
+    try:
+        metric = GATE_METRIC[task]
+        tuner = tune.Tuner(
+            tune.with_parameters(_trial, dataset=window, family=family, task=task, params=params),
+            param_space=_space(family),
+            tune_config=tune.TuneConfig(metric=metric, mode="max", num_samples=params.tune_samples),
+            run_config=tune.RunConfig(
+                name=f"tune-{family}-{task}",
+                storage_path=str(settings.paths.home.resolve() / "ray_results"),
+                callbacks=[
+                    MLflowLoggerCallback(
+                        tracking_uri=settings.tracking_uri,
+                        experiment_name=f"finstream-tune-{task}",
+                        tags={"family": family, "task": task},
+                    )
+                ],
+                verbose=0,
+            ),
+        )
+        best = tuner.fit().get_best_result()
+        log.info("tuned %s/%s: %s = %.4f with %s", family, task, metric, best.metrics[metric], best.config)
+        return dict(best.config)
+    finally:
+        if started_ray:
+            ray.shutdown()

@@ -77,13 +77,16 @@ class TrainParams(BaseModel):
             "bma",
         ]
     )
-    folds: int = 5
-    test_years: float = 5.0
+    common_period: bool = True  # pooled splits are by calendar time: train on the range all symbols share
+    folds: int = 4
+    test_years: float = 4.0
     min_train_years: float = 5.0
     window: int = 20
     epochs: int = 8
     seed: int = 42
-    tune_samples: int = 0
+    torch_threads: int | None = 1  # 1 is fastest on 2 cores (OpenMP contention); None keeps torch's default
+    tune_families: list[str] = Field(default_factory=lambda: ["xgboost"])
+    tune_samples: int = 4
     costs: CostParams = Field(default_factory=CostParams)
 
 

@@ -36,7 +36,10 @@ class Dataset:
         return self.y_return if task == "regression" else self.y_direction
 
     def for_symbols(self, symbols: list[str]) -> Dataset:
-        mask = self.X["symbol"].isin(symbols).to_numpy()
+        return self.subset(self.X["symbol"].isin(symbols).to_numpy())
+
+    def subset(self, mask: np.ndarray) -> Dataset:
+        """The rows where `mask` is True, re-indexed from 0."""
         return Dataset(
             self.X.loc[mask].reset_index(drop=True),
             self.y_return.loc[mask].reset_index(drop=True),

@@ -6,8 +6,6 @@ import hashlib
 import logging
 from pathlib import Path
 
-import pandas as pd
-
 from finstream.config import Settings
 from finstream.errors import NoDataError
 from finstream.storage import read_bars
@@ -32,6 +30,17 @@ def store_feature_refs() -> list[str]:
     return ["price_features:close"] + [f"technical_features:{c}" for c in STORE_FEATURES if c != "close"]
 
 
+def common_period(dataset: Dataset) -> Dataset:
+    """Rows inside the time range every symbol covers, so each walk-forward test block holds all symbols."""
+    by_symbol = dataset.event_time.groupby(dataset.X["symbol"].to_numpy())
+    lo, hi = by_symbol.min().max(), by_symbol.max().min()
+    if lo >= hi:
+        raise NoDataError(f"the symbols share no common period ({lo} .. {hi}): train them separately")
+    mask = ((dataset.event_time >= lo) & (dataset.event_time <= hi)).to_numpy()
+    log.info("common period %s .. %s: %d of %d rows", lo.date(), hi.date(), int(mask.sum()), len(mask))
+    return dataset.subset(mask)
+
+
 def load_training_set(settings: Settings, symbols: list[str] | None = None) -> tuple[Dataset, str]:
     """(Dataset, data_version) for the training universe, features fetched point-in-time from Feast."""
     from finstream import featurestore
@@ -54,6 +63,8 @@ def load_training_set(settings: Settings, symbols: list[str] | None = None) -> t
     targets = add_targets(bars, params.horizon)
     targets["ts"] = targets["ts"].dt.as_unit("us")
     dataset = assemble(features, targets, params.horizon)
+    if params.common_period and len(wanted) > 1:
+        dataset = common_period(dataset)
     if dataset.X.empty:
         raise NoDataError(
             "the training set is empty: not enough validated history after the indicator warm-up"

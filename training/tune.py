@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from typing import Any
 
 import pandas as pd
@@ -39,15 +40,18 @@ GATE_METRIC = {"regression": "ic", "classification": "ic"}
 def tuning_window(dataset: Dataset, params: TrainParams) -> Dataset:
     """The rows strictly before the outer walk-forward's test period (labels known before it starts)."""
     cutoff = dataset.event_time.max() - pd.Timedelta(days=365.25 * params.test_years)
-    mask = (dataset.label_time < cutoff).to_numpy()
-    return Dataset(
-        dataset.X.loc[mask].reset_index(drop=True),
-        dataset.y_return.loc[mask].reset_index(drop=True),
-        dataset.y_direction.loc[mask].reset_index(drop=True),
-        dataset.event_time.loc[mask].reset_index(drop=True),
-        dataset.label_time.loc[mask].reset_index(drop=True),
-        dataset.horizon,
-    )
+    return dataset.subset((dataset.label_time < cutoff).to_numpy())
+
+
+def ray_temp_dir(settings: Settings) -> str:
+    """Ray's session folder: under FINSTREAM_HOME, unless that path is too long for Ray's unix sockets.
+
+    Ray puts sockets ~70 characters deep into its temp dir and AF_UNIX paths are capped at 107 bytes.
+    """
+    preferred = settings.paths.home.resolve() / "ray"
+    if len(str(preferred)) <= 32:
+        return str(preferred)
+    return tempfile.mkdtemp(prefix="finstream-ray-")
 
 
 def _space(family: str) -> dict[str, Any]:
@@ -75,11 +79,13 @@ def _trial(
 def tune_family(settings: Settings, dataset: Dataset, family: str, task: str) -> dict[str, Any]:
     """Best parameters for `family` by inner walk-forward IC; {} when tuning is off or not defined."""
     params = settings.train
-    if params.tune_samples <= 0 or family not in SPACES:
+    if params.tune_samples <= 0 or family not in params.tune_families or family not in SPACES:
         return {}
     import ray
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    from training.tracking import tracking_uri
 
     window = tuning_window(dataset, params)
     started_ray = not ray.is_initialized()
@@ -89,9 +95,7 @@ def tune_family(settings: Settings, dataset: Dataset, family: str, task: str) ->
             num_cpus=None if os.environ.get("RAY_ADDRESS") else os.cpu_count(),
             include_dashboard=False,
             log_to_driver=False,
-            _temp_dir=str(settings.paths.home.resolve() / "ray")
-            if not os.environ.get("RAY_ADDRESS")
-            else None,
+            _temp_dir=None if os.environ.get("RAY_ADDRESS") else ray_temp_dir(settings),
         )
     try:
         metric = GATE_METRIC[task]
@@ -104,7 +108,7 @@ def tune_family(settings: Settings, dataset: Dataset, family: str, task: str) ->
                 storage_path=str(settings.paths.home.resolve() / "ray_results"),
                 callbacks=[
                     MLflowLoggerCallback(
-                        tracking_uri=settings.tracking_uri,
+                        tracking_uri=tracking_uri(settings),
                         experiment_name=f"finstream-tune-{task}",
                         tags={"family": family, "task": task},
                     )

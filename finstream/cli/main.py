@@ -167,6 +167,62 @@ def pipeline(
     )
 
 
+FamiliesOpt = Annotated[
+    str | None,
+    typer.Option("--families", "-f", help="Comma-separated model families (default: params.yaml)."),
+]
+TasksOpt = Annotated[
+    str | None, typer.Option("--tasks", help="regression, classification, or both (default).")
+]
+
+
+@app.command()
+@cli_errors
+def train(families: FamiliesOpt = None, tasks: TasksOpt = None) -> None:
+    """Run the Prefect training_flow: walk-forward evaluate the zoo, log to MLflow, promote winners."""
+    from finstream.cli.render import leaderboard_table
+
+    settings = _settings()
+    fams = [f.strip() for f in families.split(",")] if families else None
+    tsks = [t.strip() for t in tasks.split(",")] if tasks else None
+    unknown_tasks = set(tsks or []) - {"regression", "classification"}
+    if unknown_tasks:
+        raise SymbolError(f"unknown task(s) {sorted(unknown_tasks)}: use regression and/or classification")
+    if fams:
+        from training.models import FAMILIES
+
+        unknown = sorted(set(fams) - set(FAMILIES))
+        if unknown:
+            raise SymbolError(f"unknown model families {unknown}; known: {', '.join(FAMILIES)}")
+    t0 = time.perf_counter()
+    with console.status("running Prefect flow training_flow …"):
+        from flows.training import training_flow
+
+        report = training_flow(families=fams, tasks=tsks)
+    console.print(leaderboard_table(report.leaderboard()))
+    for task_name, d in report.decisions.items():
+        role = "[bold green]champion[/]" if d["promote"] else "[yellow]challenger[/]"
+        console.print(f"{task_name}: {d['model']} v{d['version']} ({d['family']}) → {role}: {d['reason']}")
+    console.print(
+        f"trained {len(report.candidates)} candidates on {report.rows} rows "
+        f"(data {report.data_version[:10]}) in {time.perf_counter() - t0:.0f} s — MLflow: {settings.tracking_uri}"
+    )
+
+
+@app.command()
+@cli_errors
+def report() -> None:
+    """Write and print the leaderboard of the latest training run (markdown + HTML under reports/)."""
+    from finstream.cli.render import leaderboard_table
+    from training.report import leaderboard_from_mlflow, write_leaderboard
+
+    settings = _settings()
+    board = leaderboard_from_mlflow(settings)
+    md, html = write_leaderboard(board, settings.paths.reports)
+    console.print(leaderboard_table(board))
+    console.print(f"written {md} and {html}")
+
+
 @app.command("sources")
 @cli_errors
 def list_sources() -> None:
@@ -189,3 +245,12 @@ def list_sources() -> None:
     for sym, ds in CATALOG.items():
         pk.add_row(sym, ds.package, ds.license, "yes" if sym in have else "no")
     console.print(pk)
+
+
+def _register_subcommands() -> None:
+    from finstream.cli.models import models_app
+
+    app.add_typer(models_app, name="models", help="List, promote and roll back registered models.")
+
+
+_register_subcommands()

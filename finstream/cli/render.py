@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -67,3 +68,17 @@ def materialize_table(report: MaterializeReport) -> Table:
 def print_tables(console: Console, *tables: Table) -> None:
     for table in tables:
         console.print(table)
+
+
+LEADERBOARD_COLUMNS = ["family", "ic", "rank_ic", "oos_r2", "hit_rate", "sharpe", "max_drawdown", "dm_pvalue"]
+
+
+def leaderboard_table(board: pd.DataFrame) -> Table:
+    """The leaderboard's headline columns per task and scope."""
+    table = Table(title="leaderboard (walk-forward, out-of-sample)", title_justify="left", min_width=76)
+    cols = ["task", "scope", *[c for c in LEADERBOARD_COLUMNS if c in board.columns]]
+    for col in cols:
+        table.add_column(col, justify="left" if col in {"task", "scope", "family"} else "right")
+    for _, row in board.iterrows():
+        table.add_row(*(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in cols))
+    return table

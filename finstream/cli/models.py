@@ -1,0 +1,138 @@
+"""`finstream models`: list the registry, promote a version by hand, roll the champion back.
+
+MLflow and the training package are imported inside the commands (importing mlflow takes about a second),
+and so is finstream.cli.main, which registers this sub-app: a top-level import would be circular.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from rich.console import Group
+
+models_app = typer.Typer(
+    name="models",
+    help="The model registry: champion / challenger per task, manual promotion and rollback.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+F = TypeVar("F", bound=Callable[..., None])
+
+#: metrics shown in `models list` when any version carries them, in this order
+KEY_METRICS = ("ic", "oos_r2", "sharpe", "mae", "accuracy", "dm_pvalue", "n_folds")
+METRIC_HEADERS = {"dm_pvalue": "DM p", "n_folds": "folds"}
+CHAMPION_ALIAS = "champion"
+
+NameArg = Annotated[
+    str, typer.Argument(help="Registered model, e.g. finstream-return or finstream-direction.")
+]
+
+
+def cli_errors(fn: F) -> F:
+    """finstream.cli.main.cli_errors, looked up when the command runs: one `error:` line, exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        from finstream.cli.main import cli_errors as main_cli_errors
+
+        main_cli_errors(fn)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _client() -> MlflowClient:
+    from finstream.cli.main import _settings
+    from training.tracking import configure_mlflow
+
+    return configure_mlflow(_settings())
+
+
+@models_app.command("list")
+@cli_errors
+def list_models_command() -> None:
+    """Every registered model and version with aliases, family, key metrics and the promotion decision."""
+    from training.promotion import list_models
+
+    rows = list_models(_client())
+    if not rows:
+        console.print("no registered models yet: train and register a model first")
+        return
+    console.print(models_table(rows))
+
+
+@models_app.command("promote")
+@cli_errors
+def promote_command(
+    name: NameArg,
+    version: Annotated[str, typer.Argument(help="Version number to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the version's tags and the audit).")] = "manual",
+) -> None:
+    """Make VERSION the champion of NAME now, bypassing the gates (the old champion can be rolled back to)."""
+    from training.promotion import champion_version, promote
+
+    client = _client()
+    before = champion_version(client, name)
+    mv = promote(client, name, version, reason=reason)
+    if before == str(mv.version):
+        console.print(f"{escape(name)}: v{mv.version} is already champion; nothing changed")
+        return
+    was = f" (was v{before})" if before else ""
+    console.print(f"{escape(name)}: v{mv.version} is champion{was}")
+
+
+@models_app.command("rollback")
+@cli_errors
+def rollback_command(name: NameArg) -> None:
+    """Give the champion alias of NAME back to the version the current champion replaced."""
+    from training.promotion import TAG_REASON, rollback
+
+    mv = rollback(_client(), name)
+    console.print(f"{escape(name)}: v{mv.version} is champion again ({escape(mv.tags.get(TAG_REASON, ''))})")
+
+
+def models_table(rows: list[dict[str, Any]]) -> Group:
+    """One compact table per registered model, a row per version; metric columns only where some version has
+    the metric, so it stays readable in an 80-column terminal."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+
+    tables: list[Table] = []
+    for name in dict.fromkeys(row["name"] for row in rows):
+        versions = [row for row in rows if row["name"] == name]
+        shown = [m for m in KEY_METRICS if any(m in row["metrics"] for row in versions)]
+        task = next((row["task"] for row in versions if row["task"]), None)
+        title = f"[bold]{escape(name)}[/]" + (f" ({escape(task)})" if task else "")
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table.add_column("v", justify="right", no_wrap=True)
+        table.add_column("aliases", no_wrap=True)
+        table.add_column("family", no_wrap=True)
+        for metric in shown:
+            table.add_column(METRIC_HEADERS.get(metric, metric), justify="right", no_wrap=True)
+        table.add_column("decision", no_wrap=True)
+        for row in versions:
+            aliases = ", ".join(row["aliases"])
+            style = "bold green" if CHAMPION_ALIAS in row["aliases"] else "yellow"
+            table.add_row(
+                str(row["version"]),
+                f"[{style}]{escape(aliases)}[/]" if aliases else "-",
+                escape(row["family"] or "-"),
+                *(_fmt(row["metrics"].get(m)) for m in shown),
+                escape(row["decision"] or "-"),
+            )
+        tables.append(table)
+    return Group(*tables)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

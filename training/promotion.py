@@ -1,0 +1,532 @@
+"""Model registry and promotion: register candidates with their evidence, gate them, move aliases, roll back.
+
+One registered model per task (`REGISTERED_MODELS`). Every version carries its evidence as tags
+(`metric.<name>`, `features`, `data_version`, `family`, `task`); the alias `champion` is what serving loads,
+`challenger` is the latest candidate that did not pass the gates. Each move is recorded on the version
+(`promotion.decision`, `promotion.reason`, `previous_champion`) and in the model's `promotion.audit` tag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
+from mlflow.exceptions import MlflowException
+from mlflow.store.entities.paged_list import PagedList
+
+from finstream.config import PromotionParams
+from finstream.errors import ConfigError
+from training.tracking import RegistryError
+
+__all__ = [
+    "CHALLENGER",
+    "CHAMPION",
+    "REGISTERED_MODELS",
+    "Decision",
+    "RegistryError",
+    "champion_version",
+    "decide",
+    "list_models",
+    "promote",
+    "promote_or_challenge",
+    "register_candidate",
+    "rollback",
+    "version_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+REGISTERED_MODELS: dict[str, str] = {
+    "regression": "finstream-return",
+    "classification": "finstream-direction",
+}
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+METRIC_TAG_PREFIX = "metric."
+FOLDS_METRIC = "n_folds"  # walk-forward folds the metrics were averaged over
+DM_METRIC = "dm_pvalue"  # Diebold-Mariano p-value, model vs naive forecast (small: model is better)
+REQUIRED_TAGS = ("features", "data_version", "family", "task")
+TAG_DECISION = "promotion.decision"
+TAG_REASON = "promotion.reason"
+TAG_DECIDED_AT = "promotion.decided_at"
+TAG_PREVIOUS = "previous_champion"
+TAG_AUDIT = "promotion.audit"  # on the registered model: JSON list of the latest alias moves
+AUDIT_MAX_CHARS = 4000  # registered-model tag values are VARCHAR(5000) in MLflow's SQL schema
+AUDIT_REASON_CHARS = 160
+
+# Gate metrics: direction, and the naive forecast's value when the candidate's metrics do not carry
+# `naive_<metric>` (None: the candidate must carry it).
+HIGHER_IS_BETTER: dict[str, float | None] = {
+    "ic": 0.0,
+    "rank_ic": 0.0,
+    "oos_r2": 0.0,
+    "sharpe": 0.0,
+    "auc": 0.5,
+    "accuracy": None,
+}
+LOWER_IS_BETTER: dict[str, float | None] = {"mae": None, "rmse": None, "mse": None, "log_loss": None}
+_EPS = 1e-12  # float slack so an improvement of exactly min_improvement passes
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of the promotion gates; `reason` names every gate with its numbers."""
+
+    promote: bool
+    reason: str
+
+
+# --------------------------------------------------------------------------------------------- gates
+
+
+def decide(
+    candidate_metrics: Mapping[str, float],
+    champion_metrics: Mapping[str, float] | None,
+    params: PromotionParams,
+    *,
+    champion_version: str | None = None,
+) -> Decision:
+    """Apply the gates: enough folds, beats the champion (or the naive baseline), DM p-value small enough.
+
+    Every gate is evaluated so the reason lists all of them; the candidate is promoted only if all pass.
+    """
+    metric = params.metric
+    if metric in HIGHER_IS_BETTER:
+        higher, default_baseline = True, HIGHER_IS_BETTER[metric]
+    elif metric in LOWER_IS_BETTER:
+        higher, default_baseline = False, LOWER_IS_BETTER[metric]
+    else:
+        known = ", ".join(sorted([*HIGHER_IS_BETTER, *LOWER_IS_BETTER]))
+        raise ConfigError(f"promotion.metric {metric!r} is not a gate metric; use one of: {known}")
+
+    gates = [
+        _folds_gate(candidate_metrics, params.min_folds),
+        _metric_gate(
+            candidate_metrics, champion_metrics, metric, higher, default_baseline, params, champion_version
+        ),
+        _dm_gate(candidate_metrics, params.max_dm_pvalue),
+    ]
+    promoted = all(ok for ok, _ in gates)
+    verdict = "promote" if promoted else "do not promote"
+    return Decision(promoted, f"{verdict}: " + "; ".join(text for _, text in gates))
+
+
+def _folds_gate(metrics: Mapping[str, float], min_folds: int) -> tuple[bool, str]:
+    folds = _number(metrics.get(FOLDS_METRIC))
+    if folds is None:
+        return False, f"folds FAIL (candidate metrics have no {FOLDS_METRIC}; need ≥ {min_folds})"
+    if folds >= min_folds:
+        return True, f"folds {folds:g} ≥ {min_folds} PASS"
+    return False, f"folds {folds:g} < {min_folds} FAIL"
+
+
+def _metric_gate(
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    metric: str,
+    higher: bool,
+    default_baseline: float | None,
+    params: PromotionParams,
+    champion_version: str | None,
+) -> tuple[bool, str]:
+    value = _number(candidate.get(metric))
+    direction = "higher" if higher else "lower"
+    if value is None:
+        return False, f"{metric} FAIL (candidate metrics have no {metric})"
+    if champion is None:
+        baseline = _number(candidate.get(f"naive_{metric}"))
+        baseline = default_baseline if baseline is None else baseline
+        if baseline is None:
+            return False, f"{metric} {value:.4g} FAIL (no champion and no naive_{metric} to compare with)"
+        ok = value > baseline if higher else value < baseline
+        cmp = (">" if higher else "<") if ok else ("≤" if higher else "≥")
+        return ok, f"{metric} {value:.4g} {cmp} naive {baseline:.4g} ({direction} is better) " + _pf(ok)
+    label = f"champion v{champion_version}" if champion_version else "champion"
+    current = _number(champion.get(metric))
+    if current is None:
+        return False, (
+            f"{metric} {value:.4g} FAIL ({label} has no {metric} to compare with;"
+            " promote by hand with `finstream models promote` if this candidate should replace it)"
+        )
+    gain = value - current if higher else current - value
+    ok = gain > 0 and gain >= params.min_improvement - _EPS
+    return ok, (
+        f"{metric} {value:.4g} vs {label} {current:.4g}: improvement {gain:+.4g}"
+        f" {'≥' if ok else 'below'} min_improvement {params.min_improvement:g} ({direction} is better) "
+        + _pf(ok)
+    )
+
+
+def _dm_gate(metrics: Mapping[str, float], max_pvalue: float) -> tuple[bool, str]:
+    pvalue = _number(metrics.get(DM_METRIC))
+    if pvalue is None:
+        return False, f"DM test FAIL (candidate metrics have no {DM_METRIC}; need ≤ {max_pvalue:g})"
+    ok = pvalue <= max_pvalue
+    return ok, f"DM p-value {pvalue:.4g} {'≤' if ok else '>'} {max_pvalue:g} vs naive " + _pf(ok)
+
+
+def _pf(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _number(value: object) -> float | None:
+    """A finite float, or None for missing, non-numeric, NaN or infinite values."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+
+def register_candidate(
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    run_id: str | None,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+) -> ModelVersion:
+    """Register a new version of `name` from a logged model, tagged with its metrics and provenance.
+
+    `model_uri` is `ModelInfo.model_uri` from `mlflow.<flavor>.log_model` (`models:/<model_id>`), or
+    `runs:/<run_id>/<name>`. `tags` must hold features, data_version, family and task.
+    """
+    missing = [key for key in REQUIRED_TAGS if not str(tags.get(key, "")).strip()]
+    if missing:
+        raise RegistryError(f"cannot register a version of {name!r}: tags {', '.join(missing)} are missing")
+    source, model_id, run_id = _resolve_source(client, model_uri, run_id)
+    version_tags = {key: str(value) for key, value in tags.items()}
+    for key, value in metrics.items():
+        try:
+            version_tags[f"{METRIC_TAG_PREFIX}{key}"] = repr(float(value))
+        except (TypeError, ValueError):
+            raise RegistryError(f"metric {key!r} of {name!r} is not a number: {value!r}") from None
+    try:
+        client.create_registered_model(
+            name, tags={"task": str(tags["task"])}, description=f"finstream {tags['task']} model"
+        )
+        log.info("created registered model %s", name, extra={"model": name})
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise RegistryError(f"cannot create registered model {name!r}: {exc.message}") from exc
+    try:
+        version = client.create_model_version(
+            name, source=source, run_id=run_id, tags=version_tags, model_id=model_id
+        )
+    except MlflowException as exc:
+        raise RegistryError(f"cannot register {model_uri} as a version of {name!r}: {exc.message}") from exc
+    log.info(
+        "registered %s v%s (%s, run %s)",
+        name,
+        version.version,
+        tags["family"],
+        run_id,
+        extra={"model": name, "version": version.version, "run_id": run_id, "family": tags["family"]},
+    )
+    return version
+
+
+def _resolve_source(
+    client: MlflowClient, model_uri: str, run_id: str | None
+) -> tuple[str, str | None, str | None]:
+    """(artifact location, logged-model id, run id) of a `models:/<id>` or `runs:/<run>/<name>` URI."""
+    try:
+        if model_uri.startswith("models:/") and not any(c in model_uri[8:] for c in "/@"):
+            logged = client.get_logged_model(model_uri[8:])
+            return logged.artifact_location, logged.model_id, run_id or logged.source_run_id
+        if model_uri.startswith("runs:/"):
+            source_run, _, artifact_name = model_uri[6:].partition("/")
+            run = client.get_run(source_run)
+            for output in run.outputs.model_outputs if run.outputs else []:
+                logged = client.get_logged_model(output.model_id)
+                if logged.name == artifact_name.strip("/"):
+                    return logged.artifact_location, logged.model_id, run_id or source_run
+            raise RegistryError(f"run {source_run} logged no model named {artifact_name!r} ({model_uri})")
+    except MlflowException as exc:
+        raise RegistryError(f"cannot find the logged model {model_uri}: {exc.message}") from exc
+    return model_uri, None, run_id
+
+
+def version_metrics(version: ModelVersion) -> dict[str, float]:
+    """The `metric.<name>` tags of a version as floats (non-numeric values are skipped)."""
+    metrics: dict[str, float] = {}
+    for key, value in version.tags.items():
+        if key.startswith(METRIC_TAG_PREFIX):
+            try:
+                metrics[key[len(METRIC_TAG_PREFIX) :]] = float(value)
+            except ValueError:
+                log.warning(
+                    "%s v%s: non-numeric metric tag %s skipped",
+                    version.name,
+                    version.version,
+                    key,
+                    extra={"model": version.name, "tag": key},
+                )
+    return metrics
+
+
+def promote_or_challenge(
+    client: MlflowClient, name: str, version: str | int, params: PromotionParams
+) -> Decision:
+    """Gate version `version` against the current champion: it becomes `champion` or `challenger`."""
+    candidate = _version(client, name, version)
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is not None and champion.version == candidate.version:
+        decision = Decision(True, f"v{candidate.version} is already the champion of {name}; nothing changed")
+        log.info(
+            "%s v%s is already champion",
+            name,
+            candidate.version,
+            extra={"model": name, "version": candidate.version},
+        )
+        return decision
+    decision = decide(
+        version_metrics(candidate),
+        version_metrics(champion) if champion is not None else None,
+        params,
+        champion_version=_v(champion),
+    )
+    if decision.promote:
+        _make_champion(client, name, candidate, champion, "promote", decision.reason)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, candidate.version)
+        _record(client, name, candidate.version, CHALLENGER, decision.reason)
+        _audit(client, name, "challenge", candidate.version, None, decision.reason)
+    log.info(
+        "%s v%s -> %s: %s",
+        name,
+        candidate.version,
+        CHAMPION if decision.promote else CHALLENGER,
+        decision.reason,
+        extra={
+            "model": name,
+            "version": candidate.version,
+            "alias": CHAMPION if decision.promote else CHALLENGER,
+            "champion_before": _v(champion),
+            "reason": decision.reason,
+        },
+    )
+    return decision
+
+
+def promote(client: MlflowClient, name: str, version: str | int, reason: str = "manual") -> ModelVersion:
+    """Human override: make `version` the champion without the gates (the old champion is remembered)."""
+    candidate = _version(client, name, version)
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is not None and champion.version == candidate.version:
+        log.info(
+            "%s v%s is already champion",
+            name,
+            candidate.version,
+            extra={"model": name, "version": candidate.version},
+        )
+        return champion
+    text = f"manual promotion (gates bypassed): {reason}"
+    _make_champion(client, name, candidate, champion, "manual", text)
+    log.info(
+        "%s v%s -> champion by hand (was %s): %s",
+        name,
+        candidate.version,
+        _v(champion),
+        reason,
+        extra={
+            "model": name,
+            "version": candidate.version,
+            "champion_before": _v(champion),
+            "reason": reason,
+        },
+    )
+    return _version(client, name, candidate.version)
+
+
+def rollback(client: MlflowClient, name: str) -> ModelVersion:
+    """Give `champion` back to the version the current champion replaced; returns that version."""
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is None:
+        raise RegistryError(f"{name} has no champion, so there is nothing to roll back")
+    previous = champion.tags.get(TAG_PREVIOUS)
+    if not previous:
+        raise RegistryError(
+            f"nothing to roll back to: champion v{champion.version} of {name} replaced no earlier champion"
+            f" (choose a version by hand: finstream models promote {name} VERSION)"
+        )
+    try:
+        target = client.get_model_version(name, previous)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"cannot roll back {name} to v{previous} (the previous champion): {exc.message}"
+        ) from exc
+    client.set_registered_model_alias(name, CHAMPION, target.version)
+    _drop_alias_if_on(client, name, CHALLENGER, target.version)
+    _record(client, name, champion.version, "rolled_back", f"rolled back to v{target.version}")
+    _record(client, name, target.version, CHAMPION, f"restored by rollback from v{champion.version}")
+    _audit(client, name, "rollback", target.version, champion.version, "rollback")
+    log.info(
+        "%s rolled back: champion v%s -> v%s",
+        name,
+        champion.version,
+        target.version,
+        extra={"model": name, "from_version": champion.version, "to_version": target.version},
+    )
+    return _version(client, name, target.version)
+
+
+def champion_version(client: MlflowClient, name: str) -> str | None:
+    """The version number the `champion` alias of `name` points at, or None (unknown model: RegistryError)."""
+    holder = _registered_model(client, name).aliases.get(CHAMPION)
+    return None if holder is None else str(holder)
+
+
+def list_models(client: MlflowClient) -> list[dict[str, Any]]:
+    """Every registered model and version with aliases, family, task, metrics and promotion decision."""
+    rows: list[dict[str, Any]] = []
+    models = _all_pages(
+        lambda token: client.search_registered_models(order_by=["name ASC"], page_token=token)
+    )
+    for model in models:
+        aliases_of: dict[str, list[str]] = {}
+        for alias, number in (model.aliases or {}).items():
+            aliases_of.setdefault(str(number), []).append(alias)
+        quoted = model.name.replace("'", "\\'")
+        versions = _all_pages(
+            lambda token, q=quoted: client.search_model_versions(f"name = '{q}'", page_token=token)
+        )
+        for mv in sorted(versions, key=lambda v: int(v.version)):
+            rows.append(
+                {
+                    "name": model.name,
+                    "version": str(mv.version),
+                    "aliases": sorted(aliases_of.get(str(mv.version), [])),
+                    "family": mv.tags.get("family"),
+                    "task": mv.tags.get("task"),
+                    "features": mv.tags.get("features"),
+                    "data_version": mv.tags.get("data_version"),
+                    "metrics": version_metrics(mv),
+                    "decision": mv.tags.get(TAG_DECISION),
+                    "reason": mv.tags.get(TAG_REASON),
+                    "previous_champion": mv.tags.get(TAG_PREVIOUS),
+                    "run_id": mv.run_id,
+                    "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(),
+                }
+            )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _make_champion(
+    client: MlflowClient,
+    name: str,
+    candidate: ModelVersion,
+    champion: ModelVersion | None,
+    action: str,
+    reason: str,
+) -> None:
+    client.set_registered_model_alias(name, CHAMPION, candidate.version)
+    if champion is not None:
+        client.set_model_version_tag(name, candidate.version, TAG_PREVIOUS, str(champion.version))
+    _drop_alias_if_on(client, name, CHALLENGER, candidate.version)
+    _record(client, name, candidate.version, CHAMPION, reason)
+    _audit(client, name, action, candidate.version, _v(champion), reason)
+
+
+def _record(client: MlflowClient, name: str, version: str | int, decision: str, reason: str) -> None:
+    client.set_model_version_tag(name, version, TAG_DECISION, decision)
+    client.set_model_version_tag(name, version, TAG_REASON, reason)
+    client.set_model_version_tag(name, version, TAG_DECIDED_AT, _now())
+
+
+def _audit(
+    client: MlflowClient, name: str, action: str, version: str | int, previous: str | int | None, reason: str
+) -> None:
+    """Append one alias move to the model's audit tag, dropping the oldest entries to stay in size."""
+    model = client.get_registered_model(name)
+    try:
+        entries = json.loads(model.tags.get(TAG_AUDIT, "[]"))
+    except json.JSONDecodeError:
+        log.warning("%s: unreadable %s tag replaced", name, TAG_AUDIT, extra={"model": name})
+        entries = []
+    entries.append(
+        {
+            "at": _now(),
+            "action": action,
+            "version": str(version),
+            "previous": None if previous is None else str(previous),
+            "reason": reason[:AUDIT_REASON_CHARS],
+        }
+    )
+    text = json.dumps(entries, ensure_ascii=False, separators=(",", ":"))
+    while len(text) > AUDIT_MAX_CHARS and len(entries) > 1:
+        entries.pop(0)
+        text = json.dumps(entries, ensure_ascii=False, separators=(",", ":"))
+    client.set_registered_model_tag(name, TAG_AUDIT, text)
+
+
+def _drop_alias_if_on(client: MlflowClient, name: str, alias: str, version: str | int) -> None:
+    holder = _registered_model(client, name).aliases.get(alias)
+    if holder is not None and str(holder) == str(version):
+        client.delete_registered_model_alias(name, alias)
+
+
+def _registered_model(client: MlflowClient, name: str) -> RegisteredModel:
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"cannot read registered model {name!r}: {exc.message}") from exc
+        known = [m.name for m in _all_pages(lambda t: client.search_registered_models(page_token=t))]
+        hint = f"registered models: {', '.join(sorted(known))}" if known else "the registry is empty"
+        raise RegistryError(f"unknown model {name!r} ({hint})") from None
+
+
+def _version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
+    _registered_model(client, name)
+    number = str(version).strip().lstrip("vV")
+    if not number.isdigit():
+        raise RegistryError(f"model version must be a number such as 3, not {version!r}")
+    try:
+        return client.get_model_version(name, number)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise RegistryError(f"cannot read {name} v{number}: {exc.message}") from exc
+        quoted = name.replace("'", "\\'")
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{quoted}'"))
+        have = ", ".join(map(str, versions)) or "none"
+        raise RegistryError(f"{name} has no version {number} (versions: {have})") from None
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    holder = _registered_model(client, name).aliases.get(alias)
+    return None if holder is None else client.get_model_version(name, str(holder))
+
+
+def _all_pages(fetch: Callable[[str | None], PagedList[T]]) -> Iterator[T]:
+    token: str | None = None
+    while True:
+        page = fetch(token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _v(version: ModelVersion | None) -> str | None:
+    return None if version is None else str(version.version)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

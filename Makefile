@@ -10,7 +10,7 @@ STAMP := $(VENV)/.finstream-installed
 QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit lint format repro clean
+.PHONY: setup demo test test-unit lint format repro deploy clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ format: setup
 
 repro: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+# needs a Prefect server: PREFECT_API_URL=http://127.0.0.1:4200/api (start one with `prefect server start`)
+deploy: setup
+	$(BIN)/prefect work-pool create local --type process 2>/dev/null || true
+	FINSTREAM_PROJECT_DIR=$(CURDIR) $(BIN)/prefect --no-prompt deploy --all
 
 clean:
 	rm -rf .finstream

@@ -84,6 +84,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark the model zoo (regression) on real data.")
     parser.add_argument("families", nargs="*", help=f"default: all of {', '.join(FAMILIES)}")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads for this run")
+    parser.add_argument(
+        "--leaderboard",
+        action="store_true",
+        help="add the headline metrics of the latest `finstream train` run (FINSTREAM_HOME MLflow)",
+    )
     args = parser.parse_args()
     unknown = [f for f in args.families if f not in FAMILIES]
     if unknown:
@@ -139,7 +144,38 @@ def main() -> None:
                 entry["meets_target"] = all(entry[k]["median"] < TARGET_MS[family] for k in keys)
             results["families"][family] = entry
             logging.getLogger(__name__).info("%s: %s", family, entry)
+    if args.leaderboard:
+        results["leaderboard"] = leaderboard_headline()
     print(json.dumps(results, indent=2))
+
+
+def leaderboard_headline() -> list[dict[str, Any]]:
+    """Headline walk-forward metrics per task and family from the latest training run."""
+    from finstream.config import Settings
+    from training.report import leaderboard_from_mlflow
+
+    board = leaderboard_from_mlflow(Settings())
+    cols = [
+        c
+        for c in (
+            "task",
+            "scope",
+            "family",
+            "ic",
+            "oos_r2",
+            "hit_rate",
+            "sharpe",
+            "bh_sharpe",
+            "max_drawdown",
+            "dm_pvalue",
+            "train_seconds",
+        )
+        if c in board.columns
+    ]
+    return [
+        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+        for row in board[cols].to_dict(orient="records")
+    ]
 
 
 if __name__ == "__main__":

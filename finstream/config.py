@@ -90,6 +90,38 @@ class TrainParams(BaseModel):
     costs: CostParams = Field(default_factory=CostParams)
 
 
+class RLParams(BaseModel):
+    """Ray RLlib trading agents: environment, algorithm settings, held-out evaluation."""
+
+    symbol: str = "000300.SH"
+    algo: Literal["ppo", "dqn"] = "ppo"
+    action_mode: Literal["long_flat", "long_short", "continuous"] = "long_flat"
+    window: int = 10
+    episode_length: int = 252
+    risk_penalty: float = 0.0
+    test_years: float = 4.0  # held-out evaluation period at the end of the symbol's history
+    iterations: int = 10
+    seed: int = 42
+    ppo: dict[str, float | int] = Field(
+        default_factory=lambda: {
+            "train_batch_size_per_learner": 2000,
+            "minibatch_size": 128,
+            "num_epochs": 5,
+            "lr": 3e-4,
+            "gamma": 0.99,
+        }
+    )
+    dqn: dict[str, float | int] = Field(
+        default_factory=lambda: {
+            "train_batch_size_per_learner": 64,
+            "rollout_fragment_length": 16,
+            "lr": 5e-4,
+            "gamma": 0.99,
+            "num_steps_sampled_before_learning_starts": 1000,
+        }
+    )
+
+
 class PromotionParams(BaseModel):
     """Gates a candidate must pass to replace the champion."""
 
@@ -142,6 +174,7 @@ class Settings(BaseSettings):
     validation: ValidateParams = Field(default_factory=ValidateParams)
     train: TrainParams = Field(default_factory=TrainParams)
     promotion: PromotionParams = Field(default_factory=PromotionParams)
+    rl: RLParams = Field(default_factory=RLParams)
     mlflow_tracking_uri: str | None = None
 
     @classmethod

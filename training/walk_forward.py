@@ -183,6 +183,9 @@ def _backtests(task: Task, frame: pd.DataFrame, params: TrainParams, ppy: float)
 def _dm_vs_zero(task: Task, frame: pd.DataFrame, horizon: int) -> tuple[float, float]:
     """DM test of the model against the naive forecast (return 0, or P(up) = 0.5) on squared-error loss.
 
+    One-sided (H1: the model's loss is lower): the p-value is the evidence that the model *beats* the naive
+    forecast, so a model that is significantly worse gets a p-value near 1, never a passing one.
+
     Loss differentials are averaged across symbols per UTC date first, so same-day errors of different markets
     are not counted as independent evidence; the test runs on that daily series.
     """
@@ -192,7 +195,7 @@ def _dm_vs_zero(task: Task, frame: pd.DataFrame, horizon: int) -> tuple[float, f
     daily = d.groupby(day.to_numpy()).mean()
     if len(daily) < 3:
         return math.nan, math.nan
-    return dm_test(daily.to_numpy(), horizon)
+    return dm_test(daily.to_numpy(), horizon, alternative="less")
 
 
 def evaluate(

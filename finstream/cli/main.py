@@ -205,7 +205,8 @@ def train(families: FamiliesOpt = None, tasks: TasksOpt = None) -> None:
         console.print(f"{task_name}: {d['model']} v{d['version']} ({d['family']}) → {role}: {d['reason']}")
     console.print(
         f"trained {len(report.candidates)} candidates on {report.rows} rows "
-        f"(data {report.data_version[:10]}) in {time.perf_counter() - t0:.0f} s — MLflow: {settings.tracking_uri}"
+        f"(data {report.data_version[:10]}) in {time.perf_counter() - t0:.0f} s"
+        f" — MLflow: {settings.tracking_uri}"
     )
 
 

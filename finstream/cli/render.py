@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 
 from finstream.stages import FeaturesReport, IngestReport, MaterializeReport, ValidateReport
@@ -70,15 +70,28 @@ def print_tables(console: Console, *tables: Table) -> None:
         console.print(table)
 
 
-LEADERBOARD_COLUMNS = ["family", "ic", "rank_ic", "oos_r2", "hit_rate", "sharpe", "max_drawdown", "dm_pvalue"]
+LEADERBOARD_COLUMNS = {
+    "family": "family",
+    "ic": "IC",
+    "rank_ic": "rankIC",
+    "oos_r2": "OOS R²",
+    "hit_rate": "hit",
+    "sharpe": "Sharpe",
+    "bh_sharpe": "B&H",
+    "max_drawdown": "maxDD",
+    "dm_pvalue": "DM p",
+}
 
 
-def leaderboard_table(board: pd.DataFrame) -> Table:
-    """The leaderboard's headline columns per task and scope."""
-    table = Table(title="leaderboard (walk-forward, out-of-sample)", title_justify="left", min_width=76)
-    cols = ["task", "scope", *[c for c in LEADERBOARD_COLUMNS if c in board.columns]]
-    for col in cols:
-        table.add_column(col, justify="left" if col in {"task", "scope", "family"} else "right")
-    for _, row in board.iterrows():
-        table.add_row(*(f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in cols))
-    return table
+def leaderboard_table(board: pd.DataFrame) -> Group:
+    """One compact table per (task, scope) with the headline walk-forward metrics."""
+    tables = []
+    for (task, scope), group in board.groupby(["task", "scope"], sort=False):
+        table = Table(title=f"{task} — {scope} (walk-forward, out-of-sample)", title_justify="left")
+        cols = [c for c in LEADERBOARD_COLUMNS if c in group.columns and group[c].notna().any()]
+        for col in cols:
+            table.add_column(LEADERBOARD_COLUMNS[col], justify="left" if col == "family" else "right")
+        for _, row in group.iterrows():
+            table.add_row(*(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols))
+        tables.append(table)
+    return Group(*tables)

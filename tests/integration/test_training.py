@@ -126,8 +126,13 @@ def test_retrain_flow_runs_data_and_training(trained_home: Settings, monkeypatch
     monkeypatch.setenv("FINSTREAM_INGEST__SOURCE", "packaged")
     monkeypatch.setenv("FINSTREAM_INGEST__START", "2008-01-01")
     monkeypatch.setenv("FINSTREAM_INGEST__END", "2018-12-31")
+    monkeypatch.setenv("FINSTREAM_TRAIN__PER_SYMBOL", "true")
     with prefect_test_harness(server_startup_timeout=120):
         report = retrain_flow(families=["ridge"], tasks=["regression"])
     assert report.decisions["regression"]["family"] == "ridge"
+    assert {c.scope for c in report.candidates} == {"pooled", "000300.SH", "^GSPC"}
+    pooled = next(c for c in report.candidates if c.scope == "pooled")
+    alone = next(c for c in report.candidates if c.scope == "^GSPC")
+    assert pooled.metrics["n_test"] > alone.metrics["n_test"]
     assert Path(trained_home.paths.reports / "leaderboard.md").is_file()
     assert os.environ["FINSTREAM_HOME"] == str(trained_home.paths.home)

@@ -15,7 +15,10 @@ from finstream.config import Settings
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", ["ingest", "validate", "features", "materialize", "pipeline", "sources"])
+@pytest.mark.parametrize(
+    "command",
+    ["ingest", "validate", "features", "materialize", "pipeline", "sources", "train", "report", "models"],
+)
 def test_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
@@ -34,6 +37,10 @@ def test_help(command: str) -> None:
         (["validate"], "run `finstream ingest` first"),
         (["features"], "run `finstream validate` first"),
         (["materialize"], "run `finstream features` first"),
+        (["train", "--families", "ridge,deepmagic"], "unknown model families ['deepmagic']"),
+        (["train", "--tasks", "forecasting"], "unknown task(s) ['forecasting']"),
+        (["report"], "run `finstream train` first"),
+        (["models", "rollback", "finstream-return"], "unknown model 'finstream-return'"),
     ],
 )
 def test_bad_input_gives_one_error_line(settings: Settings, args: list[str], message: str) -> None:

@@ -446,3 +446,28 @@ def test_plots_write_pngs(regression_result: WalkForwardResult, tmp_path: Path) 
     assert len(paths) == 7
     for path in paths:
         assert path.read_bytes()[:4] == png
+
+
+class ConstantBull(Forecaster):
+    """Always forecasts +2% a day: far worse than the zero forecast on squared error."""
+
+    family = "test_constant"
+
+    def fit(self, X: pd.DataFrame, y: pd.Series) -> Self:
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return np.full(len(X), 0.02)
+
+    def save(self, path: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        raise NotImplementedError
+
+
+def test_dm_pvalue_is_one_sided_so_a_worse_model_never_passes_the_gate() -> None:
+    result = evaluate(lambda: ConstantBull("regression"), real_dataset(), "regression", PARAMS)
+    assert result.overall["dm_stat"] > 5  # the model's loss is much larger
+    assert result.overall["dm_pvalue"] > 0.99

@@ -1,0 +1,112 @@
+"""prefect.yaml against a real Prefect server: deploy --all, schedules, and a run through a process worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests_support import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop by process group; SIGKILL if it ignores SIGTERM (the worker may, once the server is gone)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "FINSTREAM_HOME": str(tmp_path / "home"),
+        "FINSTREAM_PROJECT_DIR": str(REPO),
+        "FINSTREAM_INGEST__SOURCE": "packaged",
+        "FINSTREAM_INGEST__SYMBOLS": '["000300.SH"]',
+        "FINSTREAM_INGEST__START": "2024-01-01",
+    }
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("Prefect server did not become healthy in 90 s")
+        yield env
+    finally:
+        _stop(server)
+
+
+def _prefect(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    proc = subprocess.run(
+        [str(BIN / "prefect"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_deploy_all_schedules_and_runs_the_daily_pipeline(prefect_server: dict[str, str]) -> None:
+    env = prefect_server
+    _prefect(env, "work-pool", "create", "local", "--type", "process")
+    _prefect(env, "--no-prompt", "deploy", "--all")
+    api = env["PREFECT_API_URL"]
+    deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+    by_name = {d["name"]: d for d in deployments}
+    assert {"daily", "weekly-retrain"} <= set(by_name)
+    daily = by_name["daily"]["schedules"][0]["schedule"]
+    assert (daily["cron"], daily["timezone"]) == ("30 16 * * 1-5", "Asia/Shanghai")
+
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "local"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        out = _prefect(
+            env, "deployment", "run", "data_pipeline/daily", "--watch", "--watch-timeout", "240", timeout=300
+        )
+        assert "Completed" in out
+    finally:
+        _stop(worker)
+    assert (Path(env["FINSTREAM_HOME"]) / "data" / "features" / "features.parquet").is_file()

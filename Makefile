@@ -1,4 +1,4 @@
-# finstream — `make demo` runs the whole pipeline on real packaged data; `make test` runs the tests.
+# finstream — `make demo` runs the whole pipeline (data, then training) on real packaged data; `make test` the tests.
 # Both set up the virtual environment first (once; again only when pyproject.toml or constraints.txt change).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.finstream-installed
 QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit lint format repro deploy clean
+.PHONY: setup demo demo-data test test-unit lint format repro deploy clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 demo: setup
+	$(BIN)/finstream pipeline
+	$(BIN)/finstream train
+
+demo-data: setup
 	$(BIN)/finstream pipeline
 
 test: setup

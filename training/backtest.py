@@ -95,6 +95,19 @@ def _stats(net: np.ndarray, periods_per_year: float) -> tuple[np.ndarray, float,
     return equity, ann_return, ann_vol, sharpe, max_dd
 
 
+def trade_cost(prev: ArrayLike, pos: ArrayLike, costs: CostParams, stamp: bool) -> np.ndarray:
+    """Cost of moving from position `prev` to `pos`, as a fraction of equity (scalars or arrays).
+
+    (commission + slippage) on |Δposition| both ways, plus stamp duty on the sold part of a long position
+    where `stamp` is set. The backtest and the RL environment both book costs with this.
+    """
+    prev, pos = np.asarray(prev, dtype=np.float64), np.asarray(pos, dtype=np.float64)
+    cost = (costs.commission + costs.slippage) * np.abs(pos - prev)
+    if stamp:
+        cost = cost + costs.stamp_duty * np.clip(np.maximum(prev, 0.0) - np.maximum(pos, 0.0), 0.0, None)
+    return cost
+
+
 def _single(
     simple: np.ndarray,
     pos: np.ndarray,
@@ -106,9 +119,7 @@ def _single(
     """Backtest one symbol's series (rows in time order)."""
     prev = np.concatenate([[0.0], pos[:-1]])
     change = np.abs(pos - prev)
-    cost = (costs.commission + costs.slippage) * change
-    if stamp:
-        cost = cost + costs.stamp_duty * np.clip(np.maximum(prev, 0.0) - np.maximum(pos, 0.0), 0.0, None)
+    cost = trade_cost(prev, pos, costs, stamp)
     net = (1.0 - cost) * (1.0 + pos * simple) - 1.0
     equity, ann_return, ann_vol, sharpe, max_dd = _stats(net, periods_per_year)
     turnover = float(change.mean()) if change.size else math.nan

@@ -250,8 +250,10 @@ def list_sources() -> None:
 
 def _register_subcommands() -> None:
     from finstream.cli.models import models_app
+    from finstream.cli.rl import rl_app
 
     app.add_typer(models_app, name="models", help="List, promote and roll back registered models.")
+    app.add_typer(rl_app, name="rl", help="Train and evaluate Ray RLlib trading agents (PPO, DQN).")
 
 
 _register_subcommands()

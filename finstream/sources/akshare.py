@@ -18,7 +18,7 @@ from typing import ClassVar, Literal, get_args
 import pandas as pd
 
 from finstream.config import Settings
-from finstream.errors import ConfigError, SchemaError, SourceError, SourceUnavailable, SymbolError
+from finstream.errors import ConfigError, SchemaError, SourceError
 from finstream.schema import daily_close_ts, to_bar_frame
 from finstream.sources.base import Source, clip_dates
 from finstream.symbols import Symbol
@@ -136,20 +136,9 @@ class AkshareSource(Source):
             )
         self.adjust: Adjust = adjust
 
-    def unavailable_reason(self, symbol: Symbol) -> str | None:
-        """Only China A-shares and SSE/SZSE/BSE indices are served."""
-        try:
-            symbol.for_provider(NAME)
-        except SymbolError as exc:
-            return str(exc)
-        return None
-
     def fetch(self, symbol: Symbol, start: date | None, end: date | None) -> pd.DataFrame:
         """Daily bars in [start, end]; SourceError naming the symbol and akshare's failure otherwise."""
-        try:
-            code = symbol.for_provider(NAME)
-        except SymbolError as exc:
-            raise SourceUnavailable(str(exc)) from exc
+        code = self.provider_symbol(symbol)
         function = "stock_zh_index_daily_em" if symbol.is_index else "stock_zh_a_hist"
         try:
             if symbol.is_index:

@@ -17,7 +17,7 @@ import httpx
 import pandas as pd
 
 from finstream.config import Settings
-from finstream.errors import SchemaError, SourceError, SourceUnavailable, SymbolError
+from finstream.errors import SchemaError, SourceError, SourceUnavailable
 from finstream.schema import daily_close_ts, to_bar_frame
 from finstream.sources.base import Source, clip_dates
 from finstream.symbols import Symbol
@@ -125,21 +125,14 @@ class AlphaVantageSource(Source):
         """A missing key, or a symbol Alpha Vantage has no daily series for (indices, HK, Beijing)."""
         if not self.settings.api_key(NAME):
             return NO_KEY
-        try:
-            symbol.for_provider(NAME)
-        except SymbolError as exc:
-            return str(exc)
-        return None
+        return super().unavailable_reason(symbol)
 
     def fetch(self, symbol: Symbol, start: date | None, end: date | None) -> pd.DataFrame:
         """Daily bars in [start, end]; SourceUnavailable without a key, SourceError on API errors."""
         api_key = self.settings.api_key(NAME)
         if not api_key:
             raise SourceUnavailable(NO_KEY)
-        try:
-            ticker = symbol.for_provider(NAME)
-        except SymbolError as exc:
-            raise SourceUnavailable(str(exc)) from exc
+        ticker = self.provider_symbol(symbol)
         payload = download(
             ticker,
             api_key,

@@ -9,6 +9,7 @@ from typing import ClassVar
 import pandas as pd
 
 from finstream.config import Settings
+from finstream.errors import SourceUnavailable, SymbolError
 from finstream.symbols import Symbol
 
 
@@ -25,8 +26,22 @@ class Source(ABC):
         self.settings = settings
 
     def unavailable_reason(self, symbol: Symbol) -> str | None:
-        """Why this provider cannot serve `symbol` here (missing credentials, market not covered), or None."""
+        """Why this provider cannot serve `symbol` here (missing credentials, market not covered), or None.
+
+        By default: the symbol has no form for this provider (`Symbol.for_provider` refuses it).
+        """
+        try:
+            symbol.for_provider(self.name)
+        except SymbolError as exc:
+            return str(exc)
         return None
+
+    def provider_symbol(self, symbol: Symbol) -> str:
+        """The provider's form of `symbol`; SourceUnavailable when the provider does not cover it."""
+        try:
+            return symbol.for_provider(self.name)
+        except SymbolError as exc:
+            raise SourceUnavailable(str(exc)) from exc
 
     @abstractmethod
     def fetch(self, symbol: Symbol, start: date | None, end: date | None) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import httpx
 import pandas as pd
 
 from finstream.config import Settings
-from finstream.errors import SchemaError, SourceError, SourceUnavailable, SymbolError
+from finstream.errors import SchemaError, SourceError, SourceUnavailable
 from finstream.schema import daily_close_ts, to_bar_frame
 from finstream.sources.base import Source, clip_dates
 from finstream.symbols import Symbol
@@ -174,21 +174,14 @@ class TushareSource(Source):
         """A missing token, or a symbol outside China's A-share market."""
         if not self.settings.api_key(NAME):
             return NO_TOKEN
-        try:
-            symbol.for_provider(NAME)
-        except SymbolError as exc:
-            return str(exc)
-        return None
+        return super().unavailable_reason(symbol)
 
     def fetch(self, symbol: Symbol, start: date | None, end: date | None) -> pd.DataFrame:
         """Daily bars in [start, end]; SourceUnavailable without a token, SourceError on API errors."""
         token = self.settings.api_key(NAME)
         if not token:
             raise SourceUnavailable(NO_TOKEN)
-        try:
-            symbol.for_provider(NAME)
-        except SymbolError as exc:
-            raise SourceUnavailable(str(exc)) from exc
+        self.provider_symbol(symbol)
         pages = download(
             symbol,
             start,

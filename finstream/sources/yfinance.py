@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from finstream.errors import SchemaError, SourceError, SourceUnavailable, SymbolError
+from finstream.errors import SchemaError, SourceError
 from finstream.schema import daily_close_ts, to_bar_frame
 from finstream.sources.base import Source, clip_dates
 from finstream.symbols import Symbol
@@ -89,20 +89,9 @@ class YfinanceSource(Source):
     name: ClassVar[str] = NAME
     hosts: ClassVar[tuple[str, ...]] = ("query1.finance.yahoo.com", "query2.finance.yahoo.com")
 
-    def unavailable_reason(self, symbol: Symbol) -> str | None:
-        """Every market except Beijing-listed stocks, which Yahoo does not list."""
-        try:
-            symbol.for_provider(NAME)
-        except SymbolError as exc:
-            return str(exc)
-        return None
-
     def fetch(self, symbol: Symbol, start: date | None, end: date | None) -> pd.DataFrame:
         """Daily bars in [start, end]; SourceError naming the ticker and yfinance's failure otherwise."""
-        try:
-            ticker = symbol.for_provider(NAME)
-        except SymbolError as exc:
-            raise SourceUnavailable(str(exc)) from exc
+        ticker = self.provider_symbol(symbol)
         try:
             raw = download(ticker, start, end, self.settings.router.timeout_s)
         except Exception as exc:  # yfinance raises YF*Error, HTTP-client and parsing errors alike

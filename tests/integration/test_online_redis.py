@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
+import fixtures_features as ff
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,21 +23,6 @@ REDIS_URL = "redis://127.0.0.1:6379/15"  # a db of its own; keys are also scoped
 SYMBOLS = ["000300.SH", "^GSPC", "^IXIC"]
 
 
-def _load_fixtures() -> ModuleType:
-    """tests/fixtures_features.py, loaded by path (tests/ is not a package)."""
-    name = "finstream_tests_fixtures_features"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "fixtures_features.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ff = _load_fixtures()
 VALUE_COLUMNS = [*ff.PRICE_FEATURES, *feature_names()]
 
 

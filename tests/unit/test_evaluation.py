@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import ClassVar, Self
 
 import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from fixtures_training import real_dataset
 from scipy import stats
 from sklearn import metrics as skm
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -37,23 +35,6 @@ from training.leakage import (
 from training.models.base import Forecaster
 from training.plots import equity_plot, evaluation_plots, feature_importance_plot, prediction_plot
 from training.walk_forward import WalkForwardResult, evaluate, walk_forward_splits
-
-
-def _load_fixtures() -> ModuleType:
-    """tests/fixtures_training.py, loaded by path (tests/ is not a package)."""
-    name = "finstream_tests_fixtures_training"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "fixtures_training.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-real_dataset = _load_fixtures().real_dataset
 
 #: the real set spans 2010-04 .. 2018-12 (8.7 years): 3 test years leave 5.7 years of first training history
 PARAMS = TrainParams(folds=3, test_years=3.0, min_train_years=5.0)

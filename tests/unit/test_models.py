@@ -4,19 +4,17 @@ out-of-fold predictions only, BMA likelihood weights, causal sequence windows)."
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fixtures_training import real_dataset
 from scipy.stats import norm
 from sklearn.metrics import log_loss
 
@@ -25,23 +23,6 @@ from training.models import FAMILIES, Forecaster, load_model, make_model
 from training.models.ensembles import BMAForecaster
 from training.models.rows import SymbolRows
 from training.models.tabular import p_up
-
-
-def _load_fixtures() -> ModuleType:
-    """tests/fixtures_training.py, loaded by path (tests/ is not a package)."""
-    name = "finstream_tests_fixtures_training"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "fixtures_training.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-real_dataset = _load_fixtures().real_dataset
 
 TRAIN_ROWS = 2500
 TASKS = ("regression", "classification")

@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import math
-import sys
 import warnings
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from fixtures_training import real_dataset
 from gymnasium.utils.env_checker import check_env
 
 from finstream.config import CostParams, RLParams
 from training.backtest import backtest, buy_and_hold, stamp_duty_applies
 from training.rl import TradingEnv, constant_policy, env_config_from_dataset, rollout
 from training.walk_forward import oos_period_start
-
-
-def _load_fixtures() -> ModuleType:
-    """tests/fixtures_training.py, loaded by path (tests/ is not a package)."""
-    name = "finstream_tests_fixtures_training"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).resolve().parents[1] / "fixtures_training.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-real_dataset = _load_fixtures().real_dataset
 
 #: distinct rates so a mixed-up term shows: each way 0.003, stamp duty 0.005 on sells
 COSTS = CostParams(commission=0.001, slippage=0.002, stamp_duty=0.005)

@@ -84,6 +84,7 @@ def tune_family(settings: Settings, dataset: Dataset, family: str, task: str) ->
     import ray
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from training.tracking import tracking_uri
 
@@ -102,7 +103,12 @@ def tune_family(settings: Settings, dataset: Dataset, family: str, task: str) ->
         tuner = tune.Tuner(
             tune.with_parameters(_trial, dataset=window, family=family, task=task, params=params),
             param_space=_space(family),
-            tune_config=tune.TuneConfig(metric=metric, mode="max", num_samples=params.tune_samples),
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode="max",
+                num_samples=params.tune_samples,
+                search_alg=BasicVariantGenerator(random_state=params.seed),  # same seed, same trials
+            ),
             run_config=tune.RunConfig(
                 name=f"tune-{family}-{task}",
                 storage_path=str(settings.paths.home.resolve() / "ray_results"),

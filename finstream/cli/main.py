@@ -251,9 +251,11 @@ def list_sources() -> None:
 def _register_subcommands() -> None:
     from finstream.cli.models import models_app
     from finstream.cli.rl import rl_app
+    from finstream.cli.serve import serve
 
     app.add_typer(models_app, name="models", help="List, promote and roll back registered models.")
     app.add_typer(rl_app, name="rl", help="Train and evaluate Ray RLlib trading agents (PPO, DQN).")
+    app.command("serve")(serve)
 
 
 _register_subcommands()

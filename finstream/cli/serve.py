@@ -1,0 +1,89 @@
+"""`finstream serve`: run the BentoML HTTP service (forecasts, quotes, models, health, metrics).
+
+BentoML is started as `python -m bentoml serve serving.service:FinstreamService` in a child process that
+inherits the environment (FINSTREAM_HOME, FINSTREAM_API_KEYS, FINSTREAM_SERVE_*), so importing this module
+stays cheap. Register it in finstream.cli.main with `app.command("serve")(serve)`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+SERVICE = "serving.service:FinstreamService"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def cli_errors(fn: F) -> F:
+    """finstream.cli.main.cli_errors, looked up when the command runs: one `error:` line, exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        from finstream.cli.main import cli_errors as main_cli_errors
+
+        main_cli_errors(fn)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def serve_command(host: str, port: int) -> list[str]:
+    """The bentoml command line that serves the finstream service on host:port."""
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        SERVICE,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--working-dir",
+        str(REPO_ROOT),
+    ]
+
+
+@cli_errors
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Address to bind (0.0.0.0 to listen on every interface).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 3000,
+    reload_interval: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds between registry polls for a new champion (0: only on POST /admin/reload)."
+        ),
+    ] = None,
+) -> None:
+    """Serve forecasts and quotes over HTTP from the champion models and the online feature store."""
+    from finstream.cli.main import _settings
+    from finstream.errors import FinstreamError
+    from serving.auth import API_KEYS_ENV, parse_api_keys
+
+    settings = _settings()  # fail here on invalid settings, not inside a worker
+    if not parse_api_keys(os.environ.get(API_KEYS_ENV)):
+        typer.echo(
+            f"warning: {API_KEYS_ENV} is not set: all but /health, /ready, /metrics answer 401",
+            err=True,
+        )
+    env = dict(os.environ)
+    env.setdefault("FINSTREAM_HOME", str(settings.paths.home))
+    if reload_interval is not None:
+        env["FINSTREAM_SERVE_RELOAD_INTERVAL_S"] = str(reload_interval)
+    try:
+        code = subprocess.call(serve_command(host, port), env=env)
+    except KeyboardInterrupt:
+        code = 0
+    except OSError as exc:
+        raise FinstreamError(f"cannot start the BentoML server: {exc}") from exc
+    if code not in (0, -2, 130):
+        raise typer.Exit(code)

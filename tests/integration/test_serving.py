@@ -1,0 +1,517 @@
+"""The BentoML service end to end: real packaged features in Feast, a trained ridge champion in MLflow, the
+real server in a subprocess on a loopback port (one start shared by the module), HTTP from outside."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from finstream.cli.serve import serve_command
+from finstream.config import Settings
+from finstream.stages import features_stage, ingest_stage, materialize_stage, validate_stage
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SYMBOLS = ["000300.SH", "^GSPC"]
+RETURN_MODEL = "finstream-return"
+DIRECTION_MODEL = "finstream-direction"
+KEYS = {
+    "viewer-key": "viewer",
+    "trader-key": "trader",
+    "admin-key": "admin",
+    "latency-key": "trader",
+    "burst-key": "trader",
+    "reload-key": "trader",
+}
+RATE_PER_S, BURST = 20, 20
+FAST = {
+    "FINSTREAM_TRAIN__SYMBOLS": '["000300.SH", "^GSPC"]',
+    "FINSTREAM_TRAIN__FOLDS": "3",
+    "FINSTREAM_TRAIN__TEST_YEARS": "3",
+    "FINSTREAM_TRAIN__MIN_TRAIN_YEARS": "4",
+    "FINSTREAM_TRAIN__TUNE_SAMPLES": "0",
+}
+STARTUP_S = 90
+REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15
+
+
+class TcpProxy:
+    """A loopback TCP proxy to Redis that the test can take down and bring back (an outage on demand)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = _free_port()
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close alone does not
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._conns.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for conn in (source, sink):
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+
+
+def _require_redis() -> None:
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.exceptions.RedisError as exc:
+        reason = f"Redis at {REDIS_HOST}:{REDIS_PORT} does not answer PING ({exc}); start redis-server"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    finally:
+        client.close()
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+
+@dataclass
+class Served:
+    settings: Settings
+    main: Server
+    no_champion: Server
+    redis_proxy: TcpProxy
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start(home: Path, workdir: Path, name: str, **env: str) -> Server:
+    port = _free_port()
+    log = workdir / f"{name}.log"
+    full_env = {
+        **os.environ,
+        "FINSTREAM_API_KEYS": ",".join(f"{k}:{r}" for k, r in KEYS.items()),
+        "FINSTREAM_SERVE_RELOAD_INTERVAL_S": "1",
+        "FINSTREAM_SERVE_RATE_LIMIT_PER_S": str(RATE_PER_S),
+        "FINSTREAM_SERVE_RATE_LIMIT_BURST": str(BURST),
+        "BENTOML_HOME": str(workdir / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+        **env,
+    }
+    command = serve_command("127.0.0.1", port)  # what `finstream serve` runs
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=workdir, env=full_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return Server(f"http://127.0.0.1:{port}", process, log)
+
+
+def _wait_up(server: Server, path: str) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"server exited with {server.process.returncode}:\n{server.tail()}")
+        try:
+            if httpx.get(server.url + path, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"server not up on {path} after {STARTUP_S} s:\n{server.tail()}")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """CSI 300 + S&P 500 2008-2018 features in Feast's Redis online store (reached through a proxy the tests
+    can cut), ridge champions v1, and two servers: one on that registry, one on an empty registry."""
+    from finstream import featurestore
+    from training.promotion import champion_version, promote
+    from training.tracking import configure_mlflow
+    from training.trainer import train
+
+    _require_redis()
+    workdir = tmp_path_factory.mktemp("serving")
+    proxy = TcpProxy((REDIS_HOST, REDIS_PORT))
+    proxy.start()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)  # no params.yaml here
+        for key in list(os.environ):
+            if key.startswith("FINSTREAM_"):
+                mp.delenv(key)
+        mp.setenv("FINSTREAM_HOME", str(workdir / "home"))
+        mp.setenv("FINSTREAM_REDIS_URL", f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}")
+        mp.setenv("FINSTREAM_FEAST_PROJECT", f"finstream_serve_{uuid.uuid4().hex[:10]}")
+        for key, value in FAST.items():
+            mp.setenv(key, value)
+        settings = Settings()
+        start, end = pd.Timestamp("2008-01-01").date(), pd.Timestamp("2018-12-31").date()
+        ingest_stage(settings, ",".join(SYMBOLS), "packaged", start, end)
+        validate_stage(settings)
+        features_stage(settings)
+        materialize_stage(settings)
+        train(settings, families=["ridge"], tasks=["regression", "classification"])
+        client = configure_mlflow(settings)
+        for name in (RETURN_MODEL, DIRECTION_MODEL):
+            if champion_version(client, name) != "1":
+                promote(client, name, 1, reason="serving test")
+        main = _start(settings.paths.home, workdir, "main")
+        empty_registry = f"sqlite:///{workdir / 'empty-mlflow.db'}"
+        no_champion = _start(
+            settings.paths.home, workdir, "no-champion", FINSTREAM_MLFLOW_TRACKING_URI=empty_registry
+        )
+        try:
+            _wait_up(main, "/ready")
+            _wait_up(no_champion, "/health")
+            yield Served(settings, main, no_champion, proxy)
+        finally:
+            main.stop()
+            no_champion.stop()
+            featurestore.open_store(settings).teardown()  # drops this run's Redis keys
+            proxy.stop()
+
+
+def _client(server: Server, key: str | None = None) -> httpx.Client:
+    headers = {"X-API-Key": key} if key else {}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=10)
+
+
+def test_health_ready_and_metrics(served: Served) -> None:
+    with _client(served.main, "trader-key") as http:
+        assert http.get("/health").json() == {"status": "ok"}
+        ready = http.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json() == {
+            "status": "ready",
+            "online_store": "redis",
+            "models": {RETURN_MODEL: "1", DIRECTION_MODEL: "1"},
+        }
+        assert http.post("/predict", json={"symbols": ["^GSPC"]}).status_code == 200
+        assert http.post("/predict", json={"symbols": ["NOPE.XX"]}).status_code == 404
+        metrics = http.get("/metrics")
+    assert metrics.status_code == 200
+    text = metrics.text
+    assert 'finstream_predictions_total{model="finstream-return",version="1"}' in text
+    assert 'finstream_request_duration_seconds_bucket{endpoint="/predict"' in text
+    assert 'finstream_errors_total{endpoint="/predict",status="404"}' in text
+
+
+def test_predict_returns_forecasts_from_the_champions(served: Served) -> None:
+    with _client(served.main, "trader-key") as http:
+        response = http.post("/predict", json={"symbols": SYMBOLS})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["symbol"] for p in predictions] == SYMBOLS
+    for p in predictions:
+        assert np.isfinite(p["predicted_return"]) and abs(p["predicted_return"]) < 0.1
+        assert 0.0 <= p["probability_up"] <= 1.0
+        assert p["direction"] == ("up" if p["probability_up"] >= 0.5 else "down")
+        assert p["direction_source"] == "classifier"
+        assert p["model"] == {"name": RETURN_MODEL, "version": "1", "family": "ridge"}
+        assert p["direction_model"]["name"] == DIRECTION_MODEL
+        assert p["stale"] is True  # the packaged history ends in 2018
+    features = pd.read_parquet(served.settings.paths.features)
+    last = features.groupby("symbol")["event_timestamp"].max()
+    for p in predictions:
+        assert pd.Timestamp(p["feature_timestamp"]) == last[p["symbol"]]
+
+
+def test_serving_inputs_match_the_training_transform(served: Served) -> None:
+    """The numpy input path of serving equals training.features.model_inputs + one-hot columns."""
+    from serving.features import FeatureReader, input_matrix
+    from training.features import MODEL_FEATURES, model_inputs
+
+    rows = FeatureReader(served.settings).latest(SYMBOLS)
+    frame = pd.DataFrame(rows.values)
+    expected = model_inputs(frame)
+    for sym in SYMBOLS:
+        expected[f"is_{sym}"] = [float(s == sym) for s in SYMBOLS]
+    columns = [*MODEL_FEATURES, *(f"is_{s}" for s in SYMBOLS)]
+    np.testing.assert_allclose(input_matrix(rows, columns), expected[columns].to_numpy(), rtol=1e-12)
+
+
+def test_quotes_and_models(served: Served) -> None:
+    with _client(served.main, "viewer-key") as http:
+        quotes = http.get("/quotes", params={"symbols": "^GSPC,000300.SH"})
+        models = http.get("/models")
+        missing = http.get("/quotes")
+        unknown = http.get("/quotes", params={"symbols": "^GSPC,NOPE.XX"})
+    assert quotes.status_code == 200, quotes.text
+    bars = pd.read_parquet(served.settings.paths.validated_bars)
+    for quote in quotes.json()["quotes"]:
+        last = bars[bars["symbol"] == quote["symbol"]].sort_values("ts").iloc[-1]
+        assert quote["close"] == pytest.approx(float(last["close"]))
+        assert quote["high"] >= quote["low"]
+    assert models.status_code == 200
+    rows = {(m["name"], m["version"]): m for m in models.json()["models"]}
+    for name in (RETURN_MODEL, DIRECTION_MODEL):
+        assert "champion" in rows[(name, "1")]["aliases"]
+        assert rows[(name, "1")]["serving"] is True
+        assert "ic" in rows[(name, "1")]["metrics"]
+    assert missing.status_code == 422 and "symbols" in missing.text
+    assert unknown.status_code == 404 and "NOPE.XX" in unknown.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "symbols"),
+        ({"symbols": "^GSPC"}, "symbols"),
+        ({"symbols": []}, "symbols"),
+        ({"symbol": ["^GSPC"]}, "symbol"),
+    ],
+)
+def test_malformed_body_is_422_naming_the_field(served: Served, body: dict, field: str) -> None:
+    with _client(served.main, "trader-key") as http:
+        response = http.post("/predict", json=body)
+    assert response.status_code == 422
+    assert any(field in err["loc"] for err in response.json()["detail"])
+
+
+def test_unknown_symbol_and_broken_json_never_leak_a_traceback(served: Served) -> None:
+    with _client(served.main, "trader-key") as http:
+        unknown = http.post("/predict", json={"symbols": ["^GSPC", "NOPE.XX"]})
+        broken = http.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert unknown.status_code == 404 and "NOPE.XX" in unknown.json()["detail"]
+    assert broken.status_code == 422
+    for response in (unknown, broken):
+        assert "Traceback" not in response.text
+
+
+def test_auth_roles(served: Served) -> None:
+    body = {"symbols": ["^GSPC"]}
+    with _client(served.main) as anonymous:
+        assert anonymous.post("/predict", json=body).status_code == 401
+        wrong = anonymous.post("/predict", json=body, headers={"X-API-Key": "not-a-key"})
+        assert wrong.status_code == 401 and wrong.json()["detail"] == "invalid API key"
+        bearer = anonymous.post("/predict", json=body, headers={"Authorization": "Bearer trader-key"})
+        assert bearer.status_code == 200
+        assert anonymous.get("/health").status_code == 200  # probes stay open
+    with _client(served.main, "viewer-key") as viewer:
+        denied = viewer.post("/predict", json=body)
+        assert denied.status_code == 403 and "trader" in denied.json()["detail"]
+        assert viewer.post("/admin/reload").status_code == 403
+    with _client(served.main, "trader-key") as trader:
+        assert trader.post("/admin/reload").status_code == 403
+    with _client(served.main, "admin-key") as admin:
+        reload = admin.post("/admin/reload")
+        assert reload.status_code == 200
+        assert reload.json()["models"] == {RETURN_MODEL: "1", DIRECTION_MODEL: "1"}
+        assert admin.post("/predict", json=body).status_code == 200
+
+
+def test_rate_limit_429_with_retry_after(served: Served) -> None:
+    statuses = []
+    with _client(served.main, "burst-key") as http:
+        for _ in range(BURST * 2):
+            response = http.get("/quotes", params={"symbols": "^GSPC"})
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                break
+        assert statuses[-1] == 429, statuses
+        assert statuses.count(200) >= BURST - 1
+        retry_after = int(response.headers["Retry-After"])
+        assert 1 <= retry_after <= 2
+        time.sleep(retry_after)
+        assert http.get("/quotes", params={"symbols": "^GSPC"}).status_code == 200
+    with _client(served.main, "viewer-key") as other:  # buckets are per key
+        assert other.get("/quotes", params={"symbols": "^GSPC"}).status_code == 200
+
+
+def test_hot_reload_follows_the_champion_alias_without_restart(served: Served) -> None:
+    from training.promotion import promote
+    from training.tracking import configure_mlflow
+
+    client = configure_mlflow(served.settings)
+    v1 = client.get_model_version(RETURN_MODEL, "1")
+    v2 = client.create_model_version(
+        RETURN_MODEL, source=v1.source, run_id=v1.run_id, tags=v1.tags, model_id=getattr(v1, "model_id", None)
+    )
+    seen: list[tuple[int, str | None]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with _client(served.main, "reload-key") as http:
+            while not stop.is_set():
+                r = http.post("/predict", json={"symbols": SYMBOLS})
+                seen.append(
+                    (
+                        r.status_code,
+                        r.json()["predictions"][0]["model"]["version"] if r.is_success else r.text,
+                    )
+                )
+                time.sleep(0.07)  # under the key's rate limit
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        promote(client, RETURN_MODEL, v2.version, reason="serving test: hot reload")
+        with _client(served.main, "admin-key") as admin:
+            reload = admin.post("/admin/reload")
+            assert reload.status_code == 200, reload.text
+            assert reload.json()["models"][RETURN_MODEL] == str(v2.version)
+            with _client(served.main, "trader-key") as trader:
+                version = trader.post("/predict", json={"symbols": ["^GSPC"]}).json()["predictions"][0]
+                assert version["model"]["version"] == str(v2.version)
+                # back to v1 through the registry alone: the poll (every 1 s) picks it up
+                promote(client, RETURN_MODEL, 1, reason="serving test: poll")
+                deadline = time.monotonic() + 15
+                current = str(v2.version)
+                while current != "1" and time.monotonic() < deadline:
+                    time.sleep(0.3)
+                    r = trader.post("/predict", json={"symbols": ["^GSPC"]})
+                    current = r.json()["predictions"][0]["model"]["version"]
+                assert current == "1"
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert seen and all(status == 200 for status, _ in seen), seen
+    assert {v for _, v in seen} <= {"1", str(v2.version)}
+    assert str(v2.version) in {v for _, v in seen}
+
+
+def test_no_champion_is_503_saying_how_to_promote(served: Served) -> None:
+    with _client(served.no_champion, "trader-key") as http:
+        ready = http.get("/ready")
+        predict = http.post("/predict", json={"symbols": ["^GSPC"]})
+        assert http.get("/health").status_code == 200
+    for response in (ready, predict):
+        assert response.status_code == 503
+        assert "finstream models promote" in response.json()["detail"]
+        assert "finstream-return" in response.json()["detail"]
+
+
+def test_single_request_latency(served: Served) -> None:
+    """Sequential /predict round trips on loopback (printed; a loose bound only)."""
+    timings = []
+    with _client(served.main, "latency-key") as http:
+        http.post("/predict", json={"symbols": ["^GSPC"]})
+        for _ in range(30):
+            started = time.perf_counter()
+            response = http.post("/predict", json={"symbols": ["^GSPC"]})
+            timings.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200
+            time.sleep(1 / RATE_PER_S)
+    median = statistics.median(timings)
+    print(f"/predict sequential median {median:.2f} ms, max {max(timings):.2f} ms")
+    assert median < 250
+
+
+def test_online_store_outage_is_503_and_heals_by_itself(served: Served) -> None:
+    body = {"symbols": ["^GSPC"]}
+    with _client(served.main, "admin-key") as http:
+        assert http.post("/predict", json=body).status_code == 200
+        served.redis_proxy.stop()
+        try:
+            started = time.perf_counter()
+            down = http.post("/predict", json=body)
+            down_seconds = time.perf_counter() - started
+            ready = http.get("/ready")
+        finally:
+            served.redis_proxy.start()
+        assert down_seconds < 3, f"an outage should answer at once, took {down_seconds:.1f} s"
+        assert down.status_code == 503, down.text
+        assert "online feature store (redis) is unavailable" in down.json()["detail"]
+        assert ready.status_code == 503 and "redis" in ready.json()["detail"]
+        assert "Traceback" not in down.text + ready.text
+        recovered = http.post("/predict", json=body)
+        assert recovered.status_code == 200, recovered.text
+        assert http.get("/ready").status_code == 200
+
+
+def test_api_keys_and_token_bucket() -> None:
+    """Key parsing and the bucket's arithmetic (no server needed)."""
+    from finstream.errors import ConfigError
+    from serving.auth import Role, TokenBucket, parse_api_keys
+
+    assert parse_api_keys(" a:viewer , b:TRADER,c:admin,") == {
+        "a": Role.VIEWER,
+        "b": Role.TRADER,
+        "c": Role.ADMIN,
+    }
+    assert parse_api_keys(None) == {}
+    with pytest.raises(ConfigError, match="unknown role 'root'"):
+        parse_api_keys("a:root")
+    with pytest.raises(ConfigError, match="KEY:ROLE"):
+        parse_api_keys("lonely")
+    bucket = TokenBucket(rate=2.0, burst=3)
+    assert [bucket.take("k") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = bucket.take("k")
+    assert 0.4 < wait <= 0.5
+    assert bucket.take("other") == 0.0

@@ -12,8 +12,6 @@ from finstream.config import Settings
 from finstream.sources.packaged import PackagedSource
 from finstream.symbols import parse_symbol
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -36,8 +34,3 @@ def csi300() -> pd.DataFrame:
 def sp500() -> pd.DataFrame:
     """The real S&P 500 daily history (arch) in the Bar schema."""
     return PackagedSource(Settings()).fetch(parse_symbol("^GSPC"), None, None)
-
-
-def services_required() -> bool:
-    """In CI the real services must be up: a missing one fails the test instead of skipping it."""
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}

@@ -23,6 +23,7 @@ from psycopg2 import sql
 from rich.console import Console
 from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression, Ridge
+from tests_support import service_unavailable
 from typer.testing import CliRunner
 
 from finstream.cli import main as cli_main
@@ -75,10 +76,6 @@ def csi300_frame(csi300: pd.DataFrame) -> Frame:
     return Frame(frame[FEATURES].reset_index(drop=True), frame["target"].reset_index(drop=True), version)
 
 
-def _services_required() -> bool:  # as tests/conftest.services_required
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
 @pytest.fixture(scope="session")
 def postgres_uri() -> Iterator[str]:
     """A fresh database on the real PostgreSQL for this test session, dropped afterwards."""
@@ -90,9 +87,7 @@ def postgres_uri() -> Iterator[str]:
             f"PostgreSQL at {POSTGRES_ADMIN_URL} does not answer ({detail}); start it or set "
             "FINSTREAM_TEST_POSTGRES_URL to run the registry tests on PostgreSQL"
         )
-        if _services_required():
-            pytest.fail(reason)
-        pytest.skip(reason)
+        service_unavailable(reason)
     admin.autocommit = True
     database = f"finstream_test_{uuid.uuid4().hex[:12]}"
     with admin.cursor() as cur:

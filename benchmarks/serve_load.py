@@ -4,21 +4,21 @@ Setup: a FINSTREAM_HOME like `tests/integration/test_serving.py` builds (CSI 300
 bars -> features -> Feast's Redis online store, ridge champions v1 in MLflow), or an existing one with
 `--home` (its Redis online store must be materialized and its champions promoted; the FINSTREAM_* environment
 is used as is). The service runs in a subprocess (`finstream serve`'s command) with `--workers N` BentoML
-workers (default 1) and a per-key rate limit too high to interfere.
+workers (default 2, one per core here) and a per-key rate limit too high to interfere.
 
 Measures, for one symbol (`--symbol`, default ^GSPC):
 
 - `fixed_rate`: an open-loop load at `--rate` req/s (default 200) for `--duration` s (default 20) from an
-  asyncio httpx client; latency counts from each request's scheduled send time, so a server that falls behind
+  asyncio aiohttp client; latency counts from each request's scheduled send time, so a server that falls behind
   shows it (no coordinated omission). `achieved_rps` below the offered rate means the client or server
   could not keep up.
 - `saturation`: closed loop, `--connections` (default 16) connections for `--duration` s, with wrk when it is
   installed (`--client wrk`), else the asyncio httpx client (`--client httpx`, itself CPU-bound near a few
   thousand req/s: its figure is a lower bound of the server's).
 - `sequential`: one client, one request at a time (median, p99 over `--sequential-calls`).
-- `floor`: the same work in process, with no HTTP: the feature read through `serving.features.FeatureReader`
-  (Feast -> Redis) + the input matrix + both champions' predict, median and p99 over `--floor-calls`; and the
-  raw redis-py `HGETALL` of the symbol's Feast online row alone. `sequential_over_floor` is the sequential
+- `floor`: the same work in process, with no HTTP: the server's Redis read (`RedisFeatureReader`: one HMGET of
+  the Feast row + decoding) + the input matrix + both champions' predict, median and p99 over `--floor-calls`
+  (and the same through Feast's get_online_features, for scale); and the raw redis-py `HGETALL` of the row. `sequential_over_floor` is the sequential
   HTTP median over the in-process median: what the HTTP/BentoML layer costs per request.
 
 Errors are non-2xx answers plus transport failures (timeouts, refused connections).
@@ -64,6 +64,7 @@ FAST = {
 }
 REDIS_URL = "redis://127.0.0.1:6379/15"
 STARTUP_S = 120
+FIXED_RATE_CONNECTIONS = 64
 
 
 def _free_port() -> int:
@@ -117,8 +118,7 @@ class Service:
             "FINSTREAM_SERVE_RELOAD_INTERVAL_S": "0",
             "BENTOML_HOME": str(workdir / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "true",
-            # the service declares workers=1; this overrides it (deprecated by BentoML but honoured)
-            "BENTOML_CONFIG_OPTIONS": f"services.finstream.workers={workers}",
+            "FINSTREAM_SERVE_WORKERS": str(workers),  # what `finstream serve --workers N` sets
         }
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
@@ -154,21 +154,31 @@ class Service:
 
 
 async def _fixed_rate(url: str, body: dict[str, Any], rate: float, duration: float) -> dict[str, Any]:
-    """Open loop: request i is sent at t0 + i/rate whatever happened to the earlier ones."""
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    """Open loop: request i is sent at t0 + i/rate whatever happened to the earlier ones.
+
+    aiohttp (lighter per request than httpx) over at most `FIXED_RATE_CONNECTIONS` keep-alive connections:
+    the client shares the 2 cores with the server, so its own cost matters.
+    """
+    import aiohttp
+
     latencies: list[float] = []
     errors = 0
-    async with httpx.AsyncClient(
-        base_url=url, headers={"X-API-Key": API_KEY}, timeout=30, limits=limits
-    ) as http:
-        await http.post("/predict", json=body)  # warm the connection pool
+    payload = json.dumps(body).encode()
+    headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=FIXED_RATE_CONNECTIONS)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout, headers=headers) as http:
+        for _ in range(20):  # warm the connections
+            async with http.post("/predict", data=payload) as response:
+                await response.read()
 
         async def one(scheduled: float) -> None:
             nonlocal errors
             try:
-                response = await http.post("/predict", json=body)
-                ok = response.is_success
-            except httpx.HTTPError:
+                async with http.post("/predict", data=payload) as response:
+                    await response.read()
+                    ok = response.status < 300
+            except (aiohttp.ClientError, TimeoutError):
                 ok = False
             if ok:
                 latencies.append((time.perf_counter() - scheduled) * 1000)
@@ -187,12 +197,13 @@ async def _fixed_rate(url: str, body: dict[str, Any], rate: float, duration: flo
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - loop_start
     return {
-        "client": "httpx-asyncio open loop",
+        "client": f"aiohttp open loop, up to {FIXED_RATE_CONNECTIONS} connections",
         "offered_rps": rate,
         "duration_s": duration,
         "requests": n,
         "achieved_rps": round(len(latencies) / elapsed, 1),
         **_percentiles(latencies),
+        "max_ms": round(max(latencies), 3) if latencies else None,
         "errors": errors,
     }
 
@@ -289,35 +300,47 @@ def _sequential(url: str, body: dict[str, Any], calls: int) -> dict[str, Any]:
 
 
 def _floor(symbol: str, calls: int) -> dict[str, Any]:
-    """The request's work without HTTP: Feast online read + inputs + both champions, and raw HGETALL."""
+    """The request's work without HTTP: the server's own feature read + inputs + both champions' predict.
+
+    `median_ms` uses the reader the server uses with Redis (`RedisFeatureReader`: one HMGET of the row
+    and its decoding); `feast_read` is the same request through Feast's get_online_features, for scale.
+    """
     from finstream import featurestore
     from finstream.config import Settings
-    from serving.features import FeatureReader, input_matrix
+    from serving.features import FeatureReader, RedisFeatureReader, input_matrix
     from serving.models import DIRECTION_TASK, RETURN_TASK, ChampionModels
 
     settings = Settings()
-    reader = FeatureReader(settings)
-    models = ChampionModels(settings, 0)
+    models = ChampionModels(settings, 0, agent=None)
     models.refresh()
     returns, direction = models.require(RETURN_TASK), models.get(DIRECTION_TASK)
 
-    def request() -> None:
-        rows = reader.latest([symbol])
-        returns.predict(input_matrix(rows, returns.columns), rows.symbols)
-        if direction is not None:
-            direction.predict(input_matrix(rows, direction.columns), rows.symbols)
+    def timed(reader: FeatureReader) -> list[float]:
+        def request() -> None:
+            rows = reader.latest([symbol])
+            returns.predict(input_matrix(rows, returns.columns), rows.symbols)
+            if direction is not None:
+                direction.predict(input_matrix(rows, direction.columns), rows.symbols)
 
-    timings = []
-    for i in range(calls + 50):
-        started = time.perf_counter()
-        request()
-        if i >= 50:
-            timings.append((time.perf_counter() - started) * 1000)
+        timings = []
+        for i in range(calls + 50):
+            started = time.perf_counter()
+            request()
+            if i >= 50:
+                timings.append((time.perf_counter() - started) * 1000)
+        return timings
+
+    direct, feast = timed(RedisFeatureReader(settings)), timed(FeatureReader(settings))
     out: dict[str, Any] = {
-        "what": "FeatureReader.latest (Feast get_online_features on Redis) + input_matrix + both champions",
+        "what": "direct Redis HMGET of the Feast row + decode + input_matrix + both champions' predict",
         "calls": calls,
-        "median_ms": round(statistics.median(timings), 3),
-        "p99_ms": round(float(np.percentile(timings, 99)), 3),
+        "median_ms": round(statistics.median(direct), 3),
+        "p99_ms": round(float(np.percentile(direct, 99)), 3),
+        "feast_read": {
+            "what": "the same through Feast get_online_features",
+            "median_ms": round(statistics.median(feast), 3),
+            "p99_ms": round(float(np.percentile(feast, 99)), 3),
+        },
     }
     out["hgetall"] = _raw_hgetall(settings, symbol, calls, featurestore)
     return out
@@ -359,7 +382,7 @@ def _raw_hgetall(settings: Any, symbol: str, calls: int, featurestore: Any) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, help="an existing, materialized FINSTREAM_HOME (else build one)")
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes (default 2: cores)")
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=16)

@@ -1,11 +1,21 @@
 """Latest features per symbol from the Feast online store, and the model inputs built from them.
 
-The store is opened lazily and reopened after a failure, so a restarted Redis heals without a server restart.
-The feature service object is cached (fetching it costs more than the online lookup itself).
+Two readers return the same `FeatureRows`:
+
+* `FeatureReader` goes through Feast's `get_online_features` (any online store; SQLite by default);
+* `RedisFeatureReader` reads Feast's Redis layout itself (one pipelined HMGET per request, async on the
+  server's event loop): the entity key from Feast's own `serialize_entity_key`, the hash fields from Feast's
+  `_mmh3(view:feature)` and `_ts:view`, values decoded from Feast's `Value` protos. It costs ~0.2 ms instead
+  of Feast's ~0.8 ms and never blocks the event loop; a test checks it returns exactly what Feast returns.
+
+Stores are opened lazily and reopened after a failure, so a restarted Redis heals without a server restart.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
 import threading
 import time
@@ -30,6 +40,7 @@ _AS_IS = frozenset(AS_IS)
 REDIS_CONNECT_TIMEOUT_S = 0.5  # unless the redis URL sets socket_connect_timeout
 REDIS_READ_TIMEOUT_S = 2.0  # unless the redis URL sets socket_timeout
 TS_SUFFIX = "__ts"
+PROBE_SYMBOL = "__finstream_ready_probe__"
 
 
 class StoreUnavailable(FinstreamError):
@@ -49,11 +60,17 @@ class UnknownSymbol(FinstreamError):
 
 @dataclass(frozen=True)
 class FeatureRows:
-    """Store features of the requested symbols, in request order: one float array per feature."""
+    """Store features of the requested symbols, in request order: a (symbols x features) float matrix."""
 
     symbols: tuple[str, ...]
-    values: dict[str, np.ndarray]
+    names: tuple[str, ...]
+    matrix: np.ndarray  # float64 (len(symbols), len(names)); NaN where the store holds no value
     timestamps: np.ndarray  # datetime64[s], UTC
+
+    @functools.cached_property
+    def values(self) -> dict[str, np.ndarray]:
+        """One column (a view) per feature name."""
+        return {name: self.matrix[:, j] for j, name in enumerate(self.names)}
 
     def ages(self, now: float | None = None) -> np.ndarray:
         """Seconds since each symbol's feature timestamp."""
@@ -114,20 +131,240 @@ class FeatureReader:
             raise StoreUnavailable(
                 "the online store's feature service has no 'close' feature: re-apply definitions"
             )
-        missing = [s for s, close in zip(symbols, data["close"], strict=True) if close is None]
-        if missing:
-            raise UnknownSymbol(missing)
-        values = {
-            name: np.array([np.nan if v is None else v for v in column], dtype="float64")
+        columns = {
+            name: column
             for name, column in data.items()
             if not name.endswith(TS_SUFFIX) and name != featurestore.ENTITY_KEY
         }
-        stamps = np.asarray(data["close" + TS_SUFFIX], dtype="int64").astype("datetime64[s]")
-        return FeatureRows(tuple(symbols), values, stamps)
+        return _rows_from_columns(symbols, columns, data["close" + TS_SUFFIX])
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the online store answers a lookup."""
-        self._read(["__finstream_ready_probe__"])
+        self._read([PROBE_SYMBOL])
+
+    async def latest_async(self, symbols: Sequence[str]) -> FeatureRows:
+        """`latest` for async endpoints (Feast's SQLite read is ~0.5 ms of local I/O: run in place)."""
+        return self.latest(symbols)
+
+    async def ping_async(self) -> None:
+        self.ping()
+
+    def close(self) -> None:
+        """Release connections (nothing to do for Feast's own clients)."""
+
+
+def _rows_from_columns(symbols: Sequence[str], data: dict[str, list[Any]], stamps: list[int]) -> FeatureRows:
+    names = tuple(data)
+    rows = [
+        [np.nan if column[i] is None else column[i] for column in data.values()] for i in range(len(symbols))
+    ]
+    return _rows(symbols, names, rows, stamps)
+
+
+def _rows(
+    symbols: Sequence[str], names: tuple[str, ...], rows: list[list[Any]], stamps: list[int]
+) -> FeatureRows:
+    """FeatureRows from one list of values per symbol (NaN for missing), or UnknownSymbol."""
+    matrix = np.array(rows, dtype="float64").reshape(len(symbols), len(names))
+    close = matrix[:, names.index("close")]
+    if np.isnan(close).any():
+        raise UnknownSymbol([s for s, c in zip(symbols, close, strict=True) if np.isnan(c)])
+    return FeatureRows(
+        tuple(symbols), names, matrix, np.asarray(stamps, dtype="int64").astype("datetime64[s]")
+    )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where Feast's Redis online store keeps the feature service's values."""
+
+    project: bytes
+    key_version: int
+    fields: tuple[bytes | str, ...]  # HMGET fields: every feature's mmh3 hash, then one _ts per view
+    names: tuple[str, ...]  # feature name per value field
+    close_ts_field: int  # index in `fields` of the timestamp of the view holding `close`
+
+
+class RedisFeatureReader(FeatureReader):
+    """Reads Feast's Redis online rows directly: one pipelined HMGET per request (sync or asyncio)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._layout: _Layout | None = None
+        self._keys: dict[str, bytes] = {}
+        self._sync: Any = None
+        self._async: dict[int, Any] = {}  # one asyncio client per event loop
+
+    @property
+    def store_kind(self) -> str:
+        return "redis"
+
+    def layout(self) -> _Layout:
+        """The feature service's views and fields from Feast's registry (read once; reset after failures)."""
+        if self._layout is None:
+            from feast.infra.online_stores.helpers import _mmh3
+
+            store, service = self._open()
+            if getattr(store.config.registry, "enable_online_feature_view_versioning", False):
+                raise StoreUnavailable("the direct Redis reader does not support versioned feature views")
+            fields: list[bytes | str] = []
+            names: list[str] = []
+            stamps: list[str] = []
+            close_view = None
+            for projection in service.feature_view_projections:
+                view = projection.name
+                for feature in projection.features:
+                    fields.append(_mmh3(f"{view}:{feature.name}"))
+                    names.append(feature.name)
+                    close_view = view if feature.name == "close" else close_view
+                stamps.append(view)
+            if close_view is None:
+                raise StoreUnavailable(
+                    "the online store's feature service has no 'close' feature: re-apply definitions"
+                )
+            close_ts = len(fields) + stamps.index(close_view)
+            fields.extend(f"_ts:{view}" for view in stamps)
+            self._layout = _Layout(
+                project=store.config.project.encode(),
+                key_version=store.config.entity_key_serialization_version,
+                fields=tuple(fields),
+                names=tuple(names),
+                close_ts_field=close_ts,
+            )
+        return self._layout
+
+    def _key(self, symbol: str, layout: _Layout) -> bytes:
+        key = self._keys.get(symbol)
+        if key is None:
+            from feast.infra.key_encoding_utils import serialize_entity_key
+            from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+            from feast.protos.feast.types.Value_pb2 import Value
+
+            entity = EntityKey(join_keys=[featurestore.ENTITY_KEY], entity_values=[Value(string_val=symbol)])
+            key = serialize_entity_key(entity, entity_key_serialization_version=layout.key_version)
+            key += layout.project
+            if len(self._keys) < 100_000:
+                self._keys[symbol] = key
+        return key
+
+    def _decode(
+        self, symbols: Sequence[str], replies: list[list[bytes | None]], layout: _Layout
+    ) -> FeatureRows:
+        from feast.protos.feast.types.Value_pb2 import Value
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        n_values = len(layout.names)
+        rows: list[list[Any]] = []
+        stamps: list[int] = []
+        nan = float("nan")
+        for reply in replies:
+            row: list[Any] = []
+            for raw in reply[:n_values]:
+                if raw is None:
+                    row.append(nan)
+                    continue
+                value = Value.FromString(raw)
+                kind = value.WhichOneof("val")
+                row.append(nan if kind is None or kind == "null_val" else getattr(value, kind))
+            rows.append(row)
+            ts = reply[layout.close_ts_field]
+            stamps.append(Timestamp.FromString(ts).seconds if ts else 0)
+        return _rows(symbols, layout.names, rows, stamps)
+
+    def _fail(self, exc: Exception) -> StoreUnavailable:
+        self._reset()
+        log.warning("online store read failed: %s", exc, extra={"store": "redis"})
+        return StoreUnavailable(
+            f"the online feature store (redis) is unavailable: {_first_line(exc)}; "
+            "the server retries on the next request"
+        )
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._layout = None
+
+    def _url(self) -> str:
+        return self.settings.redis_url or "redis://localhost:6379/0"
+
+    def latest(self, symbols: Sequence[str]) -> FeatureRows:
+        try:
+            layout = self.layout()
+            if self._sync is None:
+                import redis
+
+                self._sync = redis.Redis.from_url(self._url(), **_client_options())
+            with self._sync.pipeline(transaction=False) as pipe:
+                for symbol in symbols:
+                    pipe.hmget(self._key(symbol, layout), layout.fields)
+                replies = pipe.execute()
+        except FinstreamError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        return self._decode(symbols, replies, layout)
+
+    async def latest_async(self, symbols: Sequence[str]) -> FeatureRows:
+        try:
+            layout = self.layout()
+            client = self._async_client()
+            if len(symbols) == 1:
+                replies = [await client.hmget(self._key(symbols[0], layout), layout.fields)]
+            else:
+                async with client.pipeline(transaction=False) as pipe:
+                    for symbol in symbols:
+                        pipe.hmget(self._key(symbol, layout), layout.fields)
+                    replies = await pipe.execute()
+        except FinstreamError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        return self._decode(symbols, replies, layout)
+
+    def _async_client(self) -> Any:
+        loop = id(asyncio.get_running_loop())
+        client = self._async.get(loop)
+        if client is None:
+            import redis.asyncio
+
+            client = redis.asyncio.Redis.from_url(self._url(), **_client_options())
+            self._async[loop] = client
+        return client
+
+    def ping(self) -> None:
+        with contextlib.suppress(UnknownSymbol):
+            self.latest([PROBE_SYMBOL])
+
+    async def ping_async(self) -> None:
+        with contextlib.suppress(UnknownSymbol):
+            await self.latest_async([PROBE_SYMBOL])
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+
+def _client_options() -> dict[str, Any]:
+    """Fail fast: one attempt, short timeouts (a request answers 503 at once; the next one tries again).
+
+    Options given in the redis URL's query string (e.g. ?socket_timeout=5) take precedence.
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
+        "socket_timeout": REDIS_READ_TIMEOUT_S,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+
+
+def open_reader(settings: Settings, direct: bool = True) -> FeatureReader:
+    """The reader for the configured store: direct Redis reads when Redis is configured and `direct`."""
+    if settings.online_store_type == "redis" and direct:
+        return RedisFeatureReader(settings)
+    return FeatureReader(settings)
 
 
 def _fail_fast(store: Any) -> None:
@@ -155,35 +392,68 @@ def _fail_fast(store: Any) -> None:
 def input_matrix(rows: FeatureRows, columns: Sequence[str]) -> np.ndarray:
     """Model inputs (rows x columns, float64) in the model's column order.
 
-    The numpy twin of `training.features.model_inputs` (4 ms of pandas per call there, ~50 µs here), plus
-    the pooled models' `is_<symbol>` one-hot columns; inf becomes NaN as in training.
+    The numpy twin of `training.features.model_inputs` (4 ms of pandas per call there, ~15 µs here), plus
+    the pooled models' `is_<symbol>` one-hot columns; inf becomes NaN as in training. The column plan is
+    computed once per (store layout, model columns).
     """
-    close = rows.values["close"]
-    symbols = np.asarray(rows.symbols, dtype=object)
-    out = np.empty((len(rows.symbols), len(columns)), dtype="float64")
+    plan = _plan(rows.names, tuple(columns))
+    M = rows.matrix
+    close = M[:, plan.close][:, None]
+    out = np.empty((len(rows.symbols), len(plan.columns)), dtype="float64")
     with np.errstate(divide="ignore", invalid="ignore"):
-        for j, column in enumerate(columns):
-            if column in _RELATIVE:
-                out[:, j] = _value(rows, _RELATIVE[column]) / close - 1.0
-            elif column in _SCALED:
-                out[:, j] = _value(rows, _SCALED[column]) / close
-            elif column in _AS_IS:
-                out[:, j] = _value(rows, column)
-            elif column.startswith("is_"):
-                out[:, j] = (symbols == column[3:]).astype("float64")
-            else:
-                raise StoreUnavailable(f"the model wants input {column!r}, which serving cannot build")
+        out[:, plan.as_is_at] = M[:, plan.as_is_from]
+        out[:, plan.relative_at] = M[:, plan.relative_from] / close - 1.0
+        out[:, plan.scaled_at] = M[:, plan.scaled_from] / close
+    if plan.onehot_at:
+        symbols = np.asarray(rows.symbols, dtype=object)[:, None]
+        out[:, plan.onehot_at] = (symbols == np.asarray(plan.onehot_symbols, dtype=object)).astype("float64")
     out[~np.isfinite(out)] = np.nan
     return out
 
 
-def _value(rows: FeatureRows, name: str) -> np.ndarray:
-    try:
-        return rows.values[name]
-    except KeyError:
-        raise StoreUnavailable(
-            f"the online store lacks feature {name!r}: rebuild features and materialize them"
-        ) from None
+@dataclass(frozen=True)
+class _Plan:
+    columns: tuple[str, ...]
+    close: int
+    as_is_at: list[int]
+    as_is_from: list[int]
+    relative_at: list[int]
+    relative_from: list[int]
+    scaled_at: list[int]
+    scaled_from: list[int]
+    onehot_at: list[int]
+    onehot_symbols: list[str]
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(names: tuple[str, ...], columns: tuple[str, ...]) -> _Plan:
+    where = {name: j for j, name in enumerate(names)}
+
+    def source(name: str) -> int:
+        try:
+            return where[name]
+        except KeyError:
+            raise StoreUnavailable(
+                f"the online store lacks feature {name!r}: rebuild features and materialize them"
+            ) from None
+
+    plan = _Plan(columns, source("close"), [], [], [], [], [], [], [], [])
+    for j, column in enumerate(columns):
+        if column in _RELATIVE:
+            plan.relative_at.append(j)
+            plan.relative_from.append(source(_RELATIVE[column]))
+        elif column in _SCALED:
+            plan.scaled_at.append(j)
+            plan.scaled_from.append(source(_SCALED[column]))
+        elif column in _AS_IS:
+            plan.as_is_at.append(j)
+            plan.as_is_from.append(source(column))
+        elif column.startswith("is_"):
+            plan.onehot_at.append(j)
+            plan.onehot_symbols.append(column[3:])
+        else:
+            raise StoreUnavailable(f"the model wants input {column!r}, which serving cannot build")
+    return plan
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,30 +1,74 @@
-"""Champion models from the MLflow registry, swapped atomically when the `champion` alias moves.
+"""Registry models served: the `champion` (and, during an A/B test, the `challenger`) of each task.
 
-Each registered model (`training.promotion.REGISTERED_MODELS`) is held as one immutable `LoadedModel`. A
-request reads the reference once and predicts with that object to the end, so a reload (a background poll
-of the alias every N seconds, or POST /admin/reload) never changes a model under a request in flight.
+Each registered model (`training.promotion.REGISTERED_MODELS`, and the RL agent `finstream-agent`) is held
+per alias as one immutable loaded object. A request reads the reference once and predicts with that object
+to the end, so a reload (a background poll of the aliases every N seconds, or POST /admin/reload) never
+changes a model under a request in flight.
+
+The A/B settings live in the registry too (a tag on `finstream-return`), so every worker process of the
+server follows the same experiment: `PUT /admin/ab` writes the tag and applies it at once in the worker
+that answered, the other workers pick it up at their next poll.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from finstream.config import Settings
 from finstream.errors import FinstreamError
-from training.promotion import CHAMPION, REGISTERED_MODELS
+from training.promotion import CHALLENGER, CHAMPION, REGISTERED_MODELS
 
 log = logging.getLogger(__name__)
 
 RETURN_TASK = "regression"
 DIRECTION_TASK = "classification"
+AGENT_TASK = "agent"
+AGENT_MODEL = "finstream-agent"  # training.rl.trainer.REGISTERED_MODEL (not imported: it pulls in Ray)
+AB_TAG = "finstream.serving.ab"
+ABMode = Literal["off", "split", "shadow"]
+
+
+@dataclass(frozen=True)
+class ABSettings:
+    """The A/B experiment: off; `split` (a share of requests answered by the challenger); `shadow`."""
+
+    mode: ABMode = "off"
+    share: float = 0.1
+    updated_by: str | None = None
+    updated_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("off", "split", "shadow"):
+            raise ValueError(f"A/B mode must be off, split or shadow, got {self.mode!r}")
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"A/B share must be between 0 and 1, got {self.share}")
+
+    def variant(self) -> str:
+        """Which alias answers this request: the challenger for `share` of requests in split mode."""
+        if self.mode == "split" and random.random() < self.share:
+            return CHALLENGER
+        return CHAMPION
+
+    def to_tag(self) -> str:
+        return json.dumps(
+            {"mode": self.mode, "share": self.share, "by": self.updated_by, "at": self.updated_at}
+        )
+
+    @classmethod
+    def from_tag(cls, text: str) -> ABSettings:
+        raw = json.loads(text)
+        return cls(raw["mode"], float(raw["share"]), raw.get("by"), raw.get("at"))
 
 
 class NoChampion(FinstreamError):
@@ -33,7 +77,11 @@ class NoChampion(FinstreamError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """One registry version ready to predict: the Forecaster and the exact input columns it was trained on."""
+    """One registry version ready to predict: the Forecaster and the exact input columns it was trained on.
+
+    Sequence models (`window` set) predict from the last `window` feature rows of each symbol
+    (`serving.windows.FeatureWindows`, the features parquet training read) ending at the online row's bar.
+    """
 
     name: str
     version: str
@@ -42,6 +90,7 @@ class LoadedModel:
     forecaster: Any = field(repr=False)
     columns: tuple[str, ...]
     loaded_at: float
+    window: int | None = None
 
     def predict(self, A: np.ndarray, symbols: Sequence[str]) -> np.ndarray:
         """One value per row of A (`columns` order): predicted log return, or P(up).
@@ -55,6 +104,24 @@ class LoadedModel:
         X.insert(0, "symbol", list(symbols))
         return np.asarray(self.forecaster.predict(X), dtype="float64")
 
+    def predict_windows(self, windows: Any, symbols: Sequence[str], bars: Sequence[datetime]) -> np.ndarray:
+        """A sequence model's forecast per symbol from its `window` rows ending at that symbol's bar."""
+        if self.window is None:
+            raise ValueError(f"{self.name} v{self.version} is not a sequence model")
+        out = np.empty(len(symbols), dtype="float64")
+        for i, (symbol, bar) in enumerate(zip(symbols, bars, strict=True)):
+            rows = windows.latest(symbol, self.window, columns=self.columns, as_of=bar)
+            if rows.as_of != bar:
+                raise FinstreamError(
+                    f"the features parquet ends at {rows.as_of:%Y-%m-%d %H:%M} UTC for {symbol} but the "
+                    f"online "
+                    f"store is at {bar:%Y-%m-%d %H:%M} UTC: rerun `finstream features` (or the pipeline)"
+                )
+            X = pd.DataFrame(rows.values, columns=list(self.columns))
+            X.insert(0, "symbol", symbol)
+            out[i] = float(np.asarray(self.forecaster.predict(X), dtype="float64")[-1])
+        return out
+
 
 def _input_columns(pyfunc_model: Any, forecaster: Any) -> tuple[str, ...]:
     """The model's input columns from its MLflow signature (without `symbol`), else the Forecaster's."""
@@ -65,17 +132,13 @@ def _input_columns(pyfunc_model: Any, forecaster: Any) -> tuple[str, ...]:
 
 
 def load_version(client: Any, name: str, version: str) -> LoadedModel:
-    """Load `name` version `version` through MLflow; sequence models are refused (they need history)."""
+    """Load `name` version `version` through MLflow (tabular or sequence model)."""
     from training.mlflow_model import load_forecaster, unwrap_forecaster
 
     mv = client.get_model_version(name, version)
     pyfunc_model = load_forecaster(f"models:/{name}/{version}")
     forecaster = unwrap_forecaster(pyfunc_model)
-    if getattr(forecaster, "sequential", False):
-        raise FinstreamError(
-            f"{name} v{version} ({forecaster.family}) needs a window of past features per symbol; "
-            "this server serves tabular models only: promote a tabular version"
-        )
+    window = int(forecaster.params["window"]) if getattr(forecaster, "sequential", False) else None
     return LoadedModel(
         name=name,
         version=str(version),
@@ -84,31 +147,40 @@ def load_version(client: Any, name: str, version: str) -> LoadedModel:
         forecaster=forecaster,
         columns=_input_columns(pyfunc_model, forecaster),
         loaded_at=time.time(),
+        window=window,
     )
 
 
 class ChampionModels:
-    """The loaded champion per task; `refresh` follows the registry's `champion` alias."""
+    """The loaded model per (task, alias); `refresh` follows the registry's aliases and A/B tag."""
 
     def __init__(
-        self, settings: Settings, poll_seconds: float, names: Mapping[str, str] = REGISTERED_MODELS
+        self,
+        settings: Settings,
+        poll_seconds: float,
+        names: Mapping[str, str] = REGISTERED_MODELS,
+        agent: str | None = AGENT_MODEL,
+        ab: ABSettings | None = None,
     ) -> None:
         self.settings = settings
         self.poll_seconds = poll_seconds
         self.names = dict(names)
-        self._models: dict[str, LoadedModel] = {}
+        if agent:
+            self.names[AGENT_TASK] = agent
+        self.ab = ab or ABSettings()
+        self._models: dict[tuple[str, str], Any] = {}
         self.errors: dict[str, str] = {}
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: Any = None
 
-    def get(self, task: str) -> LoadedModel | None:
-        """The current model for `task` (a plain dict read: atomic under the GIL)."""
-        return self._models.get(task)
+    def get(self, task: str, alias: str = CHAMPION) -> Any | None:
+        """The current model for `task` and `alias` (a plain dict read: atomic under the GIL)."""
+        return self._models.get((task, alias))
 
-    def require(self, task: str) -> LoadedModel:
-        model = self._models.get(task)
+    def require(self, task: str) -> Any:
+        model = self._models.get((task, CHAMPION))
         if model is None:
             name = self.names[task]
             why = self.errors.get(task)
@@ -118,8 +190,10 @@ class ChampionModels:
             )
         return model
 
-    def versions(self) -> dict[str, str | None]:
-        return {self.names[t]: (m.version if (m := self._models.get(t)) else None) for t in self.names}
+    def versions(self, alias: str = CHAMPION) -> dict[str, str | None]:
+        return {
+            self.names[t]: (m.version if (m := self._models.get((t, alias))) else None) for t in self.names
+        }
 
     def _registry(self) -> Any:
         if self._client is None:
@@ -128,39 +202,24 @@ class ChampionModels:
             self._client = configure_mlflow(self.settings)
         return self._client
 
+    def _aliases(self) -> tuple[str, ...]:
+        return (CHAMPION,) if self.ab.mode == "off" else (CHAMPION, CHALLENGER)
+
     def refresh(self) -> list[str]:
-        """Load every champion whose alias moved; returns those that changed; failures keep the old one."""
+        """Load every model whose alias moved; returns "name@alias" of those that changed.
+
+        A failure keeps the model already loaded (and is reported in `errors`).
+        """
         changed: list[str] = []
         with self._refresh_lock:
+            self._refresh_ab()
             for task, name in self.names.items():
                 try:
-                    target = self._champion_version(name)
-                    current = self._models.get(task)
-                    if target is None:
-                        if current is not None:
-                            log.warning("%s has no champion any more; keeping v%s", name, current.version)
-                        self.errors[task] = "the registry has no champion"
-                        continue
-                    if current is not None and current.version == target:
-                        self.errors.pop(task, None)
-                        continue
-                    started = time.perf_counter()
-                    loaded = load_version(self._registry(), name, target)
-                    self._models[task] = loaded  # one reference swap: requests in flight keep their object
+                    registered = self._registered(name)
                     self.errors.pop(task, None)
-                    changed.append(name)
-                    log.info(
-                        "serving %s v%s (%s)",
-                        name,
-                        loaded.version,
-                        loaded.family,
-                        extra={
-                            "model": name,
-                            "version": loaded.version,
-                            "previous": current.version if current else None,
-                            "load_s": round(time.perf_counter() - started, 3),
-                        },
-                    )
+                    for alias in (CHAMPION, CHALLENGER):
+                        if self._follow(task, name, alias, registered):
+                            changed.append(f"{name}@{alias}")
                 except Exception as exc:  # registry down, artifact missing, unloadable model
                     self.errors[task] = _first_line(exc)
                     log.warning("cannot refresh %s: %s", name, exc, extra={"model": name})
@@ -168,17 +227,91 @@ class ChampionModels:
                         self._client = None  # reconnect next time
         return changed
 
-    def _champion_version(self, name: str) -> str | None:
+    def _follow(self, task: str, name: str, alias: str, registered: Any) -> bool:
+        """Load `name@alias` if it moved; True when the served version changed."""
+        key = (task, alias)
+        current = self._models.get(key)
+        target = None
+        if registered is not None and alias in self._aliases():
+            holder = (registered.aliases or {}).get(alias)
+            target = None if holder is None else str(holder)
+        if target is None:
+            if alias == CHAMPION:
+                if current is not None:
+                    log.warning("%s has no champion any more; keeping v%s", name, current.version)
+                if task != AGENT_TASK:
+                    self.errors[task] = "the registry has no champion"
+                return False
+            if current is not None:  # challenger gone or A/B switched off: stop serving it
+                del self._models[key]
+                return True
+            return False
+        if current is not None and current.version == target:
+            return False
+        started = time.perf_counter()
+        loaded = self._load(task, name, target)
+        self._models[key] = loaded  # one reference swap: requests in flight keep their object
+        log.info(
+            "serving %s v%s as %s",
+            name,
+            loaded.version,
+            alias,
+            extra={
+                "model": name,
+                "alias": alias,
+                "version": loaded.version,
+                "previous": current.version if current else None,
+                "load_s": round(time.perf_counter() - started, 3),
+            },
+        )
+        return True
+
+    def _load(self, task: str, name: str, version: str) -> Any:
+        if task == AGENT_TASK:
+            from serving.agent import load_agent
+
+            return load_agent(self._registry(), name, version)
+        return load_version(self._registry(), name, version)
+
+    def _registered(self, name: str) -> Any | None:
         from mlflow.exceptions import MlflowException
 
         try:
-            model = self._registry().get_registered_model(name)
+            return self._registry().get_registered_model(name)
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return None
             raise
-        holder = (model.aliases or {}).get(CHAMPION)
-        return None if holder is None else str(holder)
+
+    def _refresh_ab(self) -> None:
+        """Adopt the A/B settings stored in the registry (the return model's tag), if any."""
+        try:
+            registered = self._registered(self.names[RETURN_TASK])
+        except Exception as exc:
+            log.warning("cannot read the A/B settings from the registry: %s", exc)
+            return
+        text = (registered.tags or {}).get(AB_TAG) if registered is not None else None
+        if not text:
+            return
+        try:
+            stored = ABSettings.from_tag(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring malformed A/B tag %r on %s: %s", text, self.names[RETURN_TASK], exc)
+            return
+        if stored != self.ab:
+            log.info("A/B settings now %s (share %.3f)", stored.mode, stored.share)
+            self.ab = stored
+
+    def set_ab(self, mode: ABMode, share: float, actor: str) -> ABSettings:
+        """Store new A/B settings in the registry (for every worker) and apply them here at once."""
+        wanted = ABSettings(mode, share, actor, time.time())
+        name = self.names[RETURN_TASK]
+        if self._registered(name) is None:
+            raise NoChampion(f"{name} is not registered yet: train and register a model first")
+        self._registry().set_registered_model_tag(name, AB_TAG, wanted.to_tag())
+        self.ab = wanted
+        self.refresh()
+        return self.ab
 
     def start(self) -> None:
         """Poll the registry every `poll_seconds` in a daemon thread (0 or less: no polling)."""

@@ -20,10 +20,15 @@ class PredictRequest(BaseModel):
     @field_validator("symbols")
     @classmethod
     def _clean(cls, symbols: list[str]) -> list[str]:
-        cleaned = [s.strip() for s in symbols]
-        if any(not s for s in cleaned):
-            raise ValueError("symbols must be non-empty strings")
-        return list(dict.fromkeys(cleaned))
+        return clean_symbols(symbols)
+
+
+def clean_symbols(symbols: list[str]) -> list[str]:
+    """Stripped, de-duplicated symbols in request order; ValueError for an empty one."""
+    cleaned = [s.strip() for s in symbols]
+    if any(not s for s in cleaned):
+        raise ValueError("symbols must be non-empty strings")
+    return list(dict.fromkeys(cleaned))
 
 
 class ModelRef(BaseModel):
@@ -49,10 +54,14 @@ class Prediction(BaseModel):
     feature_timestamp: datetime
     feature_age_seconds: float
     stale: bool = Field(description="Features older than max_feature_age: the forecast may be outdated.")
+    variant: Literal["champion", "challenger"] = Field(
+        "champion", description="Which registry alias answered (A/B split mode sends a share to challenger)."
+    )
 
 
 class PredictResponse(BaseModel):
     predictions: list[Prediction]
+    variant: Literal["champion", "challenger"] = "champion"
 
 
 class Quote(BaseModel):
@@ -91,6 +100,15 @@ class ModelsResponse(BaseModel):
     models: list[ModelVersionInfo]
 
 
+class ModelDetail(BaseModel):
+    """One registered model: its versions (newest first) and which ones this server serves."""
+
+    name: str
+    aliases: dict[str, str]
+    serving: dict[str, str] = Field(description="alias -> version loaded by this server")
+    versions: list[ModelVersionInfo]
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
 
@@ -111,3 +129,128 @@ class ReloadResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class ABSettingsBody(BaseModel):
+    """A/B experiment settings: `split` sends `share` of /predict requests to the challenger; `shadow`
+    answers with the champion and runs the challenger beside it for the metrics; `off` serves the champion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["off", "split", "shadow"]
+    share: float = Field(
+        0.1, ge=0.0, le=1.0, description="Share of requests for the challenger (split mode)."
+    )
+
+
+class ABStatus(BaseModel):
+    mode: Literal["off", "split", "shadow"]
+    share: float
+    updated_by: str | None
+    updated_at: float | None
+    challengers: dict[str, str | None] = Field(description="challenger version loaded per registered model")
+
+
+class AuditEntry(BaseModel):
+    ts: float
+    actor: str
+    role: str
+    action: str
+    outcome: str
+    details: dict
+    prev: str
+
+
+class AuditResponse(BaseModel):
+    entries: list[AuditEntry]
+
+
+class SignalRequest(BaseModel):
+    """Symbols to decide on, with the position the caller holds in each coming into the bar."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbols: list[str] = Field(min_length=1, max_length=MAX_SYMBOLS)
+    positions: dict[str, float] = Field(
+        default_factory=dict,
+        description="Position held per symbol coming into the bar (-1 short .. 1 long); missing symbols: 0.",
+    )
+    equity_return: float = Field(
+        0.0, ge=-1.0, description="The account's return since it started following the agent (agent input)."
+    )
+    allow_other_symbols: bool = Field(
+        False,
+        description="Let the agent decide on symbols it was not trained on (flagged in_distribution=false).",
+    )
+
+    @field_validator("symbols")
+    @classmethod
+    def _clean(cls, symbols: list[str]) -> list[str]:
+        return clean_symbols(symbols)
+
+    @field_validator("positions")
+    @classmethod
+    def _positions(cls, positions: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in positions.items() if not -1.0 <= v <= 1.0]
+        if bad:
+            raise ValueError(f"positions must be between -1 and 1 (check {', '.join(bad)})")
+        return {k.strip(): v for k, v in positions.items()}
+
+
+class SupervisedSignal(BaseModel):
+    """Long/flat from the supervised champions, the rule their walk-forward backtest traded."""
+
+    action: Literal["long", "flat"]
+    target_position: float
+    source: Literal["classifier", "return"] = Field(
+        description="P(up) > 0.5 from the direction model, else predicted return > 0."
+    )
+    predicted_return: float
+    probability_up: float | None
+    model: ModelRef
+    direction_model: ModelRef | None = None
+
+
+class AgentDecision(BaseModel):
+    """The RL agent's action at the close of `as_of`: the position to hold until the next close."""
+
+    action: int | list[float]
+    target_position: float
+    action_mode: str
+    trained_on: str
+    in_distribution: bool
+    as_of: datetime
+    model: ModelRef = Field(description="finstream-agent version; family is the RL algorithm")
+
+
+class SymbolSignal(BaseModel):
+    symbol: str
+    position: float = Field(description="The position held coming into the bar, as given.")
+    feature_timestamp: datetime
+    stale: bool
+    supervised: SupervisedSignal
+    agent: AgentDecision | None
+    agent_note: str | None = Field(None, description="Why `agent` is null, when it is.")
+
+
+class SignalResponse(BaseModel):
+    signals: list[SymbolSignal]
+
+
+class Bar(BaseModel):
+    ts: datetime
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float | None
+    volume: float | None
+    amount: float | None = None
+
+
+class HistoryResponse(BaseModel):
+    """Validated bars, ascending: the latest `limit` of the range (`truncated` when older ones were cut)."""
+
+    symbol: str
+    bars: list[Bar]
+    total: int = Field(description="Bars in the range before the limit.")
+    truncated: bool

@@ -63,6 +63,14 @@ def serve(
             help="Seconds between registry polls for a new champion (0: only on POST /admin/reload)."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes (one per core is the usual choice; each loads the models). "
+            "Default: FINSTREAM_SERVE_WORKERS, else 1.",
+        ),
+    ] = None,
 ) -> None:
     """Serve forecasts and quotes over HTTP from the champion models and the online feature store."""
     from finstream.cli.main import _settings
@@ -79,6 +87,8 @@ def serve(
     env.setdefault("FINSTREAM_HOME", str(settings.paths.home))
     if reload_interval is not None:
         env["FINSTREAM_SERVE_RELOAD_INTERVAL_S"] = str(reload_interval)
+    if workers is not None:
+        env["FINSTREAM_SERVE_WORKERS"] = str(workers)  # read by the @bentoml.service declaration
     try:
         code = subprocess.call(serve_command(host, port), env=env)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ real server in a subprocess on a loopback port (one start shared by the module),
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -48,6 +49,16 @@ FAST = {
     "FINSTREAM_TRAIN__TUNE_SAMPLES": "0",
 }
 STARTUP_S = 90
+AGENT_MODEL = "finstream-agent"
+AGENT_SYMBOL = "000300.SH"
+RL_FAST = {
+    "FINSTREAM_RL__SYMBOL": AGENT_SYMBOL,
+    "FINSTREAM_RL__TEST_YEARS": "3",
+    "FINSTREAM_RL__EPISODE_LENGTH": "128",
+    "FINSTREAM_RL__PPO": json.dumps(
+        {"train_batch_size_per_learner": 512, "minibatch_size": 64, "num_epochs": 2, "lr": 3e-4}
+    ),
+}
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 15
 
 
@@ -151,6 +162,8 @@ class Served:
     main: Server
     no_champion: Server
     redis_proxy: TcpProxy
+    lstm_version: str  # a registered finstream-return version of the lstm family (a sequence model)
+    agent_version: str  # the finstream-agent champion
 
 
 def _free_port() -> int:
@@ -197,9 +210,11 @@ def _wait_up(server: Server, path: str) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """CSI 300 + S&P 500 2008-2018 features in Feast's Redis online store (reached through a proxy the tests
-    can cut), ridge champions v1, and two servers: one on that registry, one on an empty registry."""
+    can cut), ridge champions v1, an lstm return model (registered, not champion), a PPO agent champion
+    (1 iteration on CSI 300), and two servers: one on that registry, one on an empty registry."""
     from finstream import featurestore
     from training.promotion import champion_version, promote
+    from training.rl.trainer import train_agent
     from training.tracking import configure_mlflow
     from training.trainer import train
 
@@ -215,7 +230,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         mp.setenv("FINSTREAM_HOME", str(workdir / "home"))
         mp.setenv("FINSTREAM_REDIS_URL", f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}")
         mp.setenv("FINSTREAM_FEAST_PROJECT", f"finstream_serve_{uuid.uuid4().hex[:10]}")
-        for key, value in FAST.items():
+        for key, value in {**FAST, **RL_FAST}.items():
             mp.setenv(key, value)
         settings = Settings()
         start, end = pd.Timestamp("2008-01-01").date(), pd.Timestamp("2018-12-31").date()
@@ -224,10 +239,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         features_stage(settings)
         materialize_stage(settings)
         train(settings, families=["ridge"], tasks=["regression", "classification"])
+        lstm = train(settings, families=["lstm"], tasks=["regression"])
+        report = train_agent(settings, algo="ppo", iterations=1)
         client = configure_mlflow(settings)
         for name in (RETURN_MODEL, DIRECTION_MODEL):
             if champion_version(client, name) != "1":
                 promote(client, name, 1, reason="serving test")
+        if champion_version(client, AGENT_MODEL) != str(report.version):
+            promote(client, AGENT_MODEL, report.version, reason="serving test")
+        lstm_version = _registered_version(lstm, RETURN_MODEL)
         main = _start(settings.paths.home, workdir, "main")
         empty_registry = f"sqlite:///{workdir / 'empty-mlflow.db'}"
         no_champion = _start(
@@ -236,12 +256,18 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         try:
             _wait_up(main, "/ready")
             _wait_up(no_champion, "/health")
-            yield Served(settings, main, no_champion, proxy)
+            yield Served(settings, main, no_champion, proxy, lstm_version, str(report.version))
         finally:
             main.stop()
             no_champion.stop()
             featurestore.open_store(settings).teardown()  # drops this run's Redis keys
             proxy.stop()
+
+
+def _registered_version(report: object, name: str) -> str:
+    decision = report.decisions["regression"]  # type: ignore[attr-defined]
+    assert decision["model"] == name and decision["family"] == "lstm", decision
+    return str(decision["version"])
 
 
 def _client(server: Server, key: str | None = None) -> httpx.Client:
@@ -257,14 +283,14 @@ def test_health_ready_and_metrics(served: Served) -> None:
         assert ready.json() == {
             "status": "ready",
             "online_store": "redis",
-            "models": {RETURN_MODEL: "1", DIRECTION_MODEL: "1"},
+            "models": {RETURN_MODEL: "1", DIRECTION_MODEL: "1", AGENT_MODEL: served.agent_version},
         }
         assert http.post("/predict", json={"symbols": ["^GSPC"]}).status_code == 200
         assert http.post("/predict", json={"symbols": ["NOPE.XX"]}).status_code == 404
         metrics = http.get("/metrics")
     assert metrics.status_code == 200
     text = metrics.text
-    assert 'finstream_predictions_total{model="finstream-return",version="1"}' in text
+    assert 'finstream_predictions_total{model="finstream-return",variant="champion",version="1"}' in text
     assert 'finstream_request_duration_seconds_bucket{endpoint="/predict"' in text
     assert 'finstream_errors_total{endpoint="/predict",status="404"}' in text
 
@@ -301,6 +327,26 @@ def test_serving_inputs_match_the_training_transform(served: Served) -> None:
         expected[f"is_{sym}"] = [float(s == sym) for s in SYMBOLS]
     columns = [*MODEL_FEATURES, *(f"is_{s}" for s in SYMBOLS)]
     np.testing.assert_allclose(input_matrix(rows, columns), expected[columns].to_numpy(), rtol=1e-12)
+
+
+def test_direct_redis_reader_returns_what_feast_returns(served: Served) -> None:
+    """The server's direct HMGET reader decodes Feast's Redis rows exactly as get_online_features does."""
+    import asyncio
+
+    from serving.features import FeatureReader, RedisFeatureReader, UnknownSymbol
+
+    feast_rows = FeatureReader(served.settings).latest([*SYMBOLS, "^GSPC"])
+    direct = RedisFeatureReader(served.settings)
+    for rows in (direct.latest([*SYMBOLS, "^GSPC"]), asyncio.run(direct.latest_async([*SYMBOLS, "^GSPC"]))):
+        assert rows.symbols == feast_rows.symbols
+        assert set(rows.names) == set(feast_rows.names) and len(rows.names) > 30
+        for name in feast_rows.names:
+            np.testing.assert_array_equal(rows.values[name], feast_rows.values[name], err_msg=name)
+        np.testing.assert_array_equal(rows.timestamps, feast_rows.timestamps)
+    with pytest.raises(UnknownSymbol, match=r"NOPE\.XX"):
+        direct.latest(["^GSPC", "NOPE.XX"])
+    direct.ping()
+    direct.close()
 
 
 def test_quotes_and_models(served: Served) -> None:
@@ -369,7 +415,11 @@ def test_auth_roles(served: Served) -> None:
     with _client(served.main, "admin-key") as admin:
         reload = admin.post("/admin/reload")
         assert reload.status_code == 200
-        assert reload.json()["models"] == {RETURN_MODEL: "1", DIRECTION_MODEL: "1"}
+        assert reload.json()["models"] == {
+            RETURN_MODEL: "1",
+            DIRECTION_MODEL: "1",
+            AGENT_MODEL: served.agent_version,
+        }
         assert admin.post("/predict", json=body).status_code == 200
 
 
@@ -514,3 +564,140 @@ def test_api_keys_and_token_bucket() -> None:
     wait = bucket.take("k")
     assert 0.4 < wait <= 0.5
     assert bucket.take("other") == 0.0
+
+
+def test_models_detail(served: Served) -> None:
+    with _client(served.main, "viewer-key") as http:
+        detail = http.get(f"/models/{RETURN_MODEL}")
+        unknown = http.get("/models/no-such-model")
+    assert detail.status_code == 200, detail.text
+    body = detail.json()
+    versions = [v["version"] for v in body["versions"]]
+    assert versions == sorted(versions, key=int, reverse=True)
+    assert {"1", served.lstm_version} <= set(versions)
+    assert body["aliases"]["champion"] == "1" and body["serving"]["champion"] == "1"
+    lstm = next(v for v in body["versions"] if v["version"] == served.lstm_version)
+    assert lstm["family"] == "lstm" and "ic" in lstm["metrics"]
+    assert unknown.status_code == 404 and "no-such-model" in unknown.json()["detail"]
+
+
+def test_history_returns_validated_bars(served: Served) -> None:
+    bars = pd.read_parquet(served.settings.paths.validated_bars)
+    csi = bars[bars["symbol"] == "000300.SH"].sort_values("ts")
+    in_range = csi[(csi["ts"] >= "2018-06-01") & (csi["ts"] < "2018-07-01")]
+    with _client(served.main, "viewer-key") as http:
+        june = http.get("/history/000300.SH", params={"start": "2018-06-01", "end": "2018-06-30"})
+        latest = http.get("/history/000300.SH", params={"limit": 5})
+        backwards = http.get("/history/000300.SH", params={"start": "2018-06-30", "end": "2018-06-01"})
+        too_many = http.get("/history/000300.SH", params={"limit": 10**6})
+        unknown = http.get("/history/NOPE.XX")
+    assert june.status_code == 200, june.text
+    got = june.json()
+    assert got["total"] == len(in_range) == len(got["bars"]) and got["truncated"] is False
+    assert [b["close"] for b in got["bars"]] == pytest.approx(in_range["close"].tolist())
+    assert pd.Timestamp(got["bars"][0]["ts"]) == in_range["ts"].iloc[0]
+    tail = latest.json()
+    assert tail["truncated"] is True and tail["total"] == len(csi)
+    assert [pd.Timestamp(b["ts"]) for b in tail["bars"]] == list(csi["ts"].iloc[-5:])
+    assert backwards.status_code == 422 and "after" in backwards.json()["detail"]
+    assert too_many.status_code == 422 and "limit" in str(too_many.json()["detail"])
+    assert unknown.status_code == 404 and "NOPE.XX" in unknown.json()["detail"]
+    assert "/" not in unknown.json()["detail"].split("NOPE.XX")[0]  # no server paths in client errors
+
+
+def test_signal_gives_the_agent_and_the_supervised_signal(served: Served) -> None:
+    from serving.agent import load_agent
+    from serving.windows import FeatureWindows
+    from training.tracking import configure_mlflow
+
+    body = {"symbols": [AGENT_SYMBOL, "^GSPC"], "positions": {AGENT_SYMBOL: 1.0}, "equity_return": 0.05}
+    with _client(served.main, "trader-key") as http:
+        response = http.post("/signal", json=body)
+        anywhere = http.post("/signal", json={**body, "allow_other_symbols": True})
+        predict = http.post("/predict", json={"symbols": [AGENT_SYMBOL, "^GSPC"]}).json()["predictions"]
+        bad = http.post("/signal", json={"symbols": [AGENT_SYMBOL], "positions": {AGENT_SYMBOL: 3}})
+    with _client(served.main, "viewer-key") as viewer:
+        denied = viewer.post("/signal", json=body)
+    assert response.status_code == 200, response.text
+    csi, spx = response.json()["signals"]
+    for item, forecast in zip((csi, spx), predict, strict=True):
+        sup = item["supervised"]
+        assert sup["probability_up"] == pytest.approx(forecast["probability_up"])
+        assert sup["action"] == ("long" if forecast["probability_up"] > 0.5 else "flat")
+        assert sup["target_position"] == (1.0 if sup["action"] == "long" else 0.0)
+        assert sup["model"] == forecast["model"]
+    assert csi["position"] == 1.0 and spx["position"] == 0.0
+    decision = csi["agent"]
+    assert decision["model"] == {"name": AGENT_MODEL, "version": served.agent_version, "family": "ppo"}
+    assert decision["trained_on"] == AGENT_SYMBOL and decision["in_distribution"] is True
+    # the same decision in process, from the registry and the features parquet
+    agent = load_agent(configure_mlflow(served.settings), AGENT_MODEL, served.agent_version)
+    expected = agent.signal(FeatureWindows(served.settings), AGENT_SYMBOL, 1.0, 0.05)
+    assert decision["action"] == expected.action
+    assert decision["target_position"] == expected.target_position
+    assert pd.Timestamp(decision["as_of"]) == pd.Timestamp(expected.as_of)
+    assert spx["agent"] is None and AGENT_SYMBOL in spx["agent_note"]
+    other = anywhere.json()["signals"][1]["agent"]
+    assert other is not None and other["in_distribution"] is False and other["trained_on"] == AGENT_SYMBOL
+    assert bad.status_code == 422 and "positions" in bad.text
+    assert denied.status_code == 403
+
+
+def test_sequence_model_challenger_and_ab_settings(served: Served) -> None:
+    """An lstm (sequence model) as challenger: split 100% serves it from its feature window, 0% the
+    champion, shadow runs it beside the champion; every change is in the audit log."""
+    from serving.audit import verify
+    from training.features import MODEL_FEATURES, model_inputs
+    from training.mlflow_model import load_forecaster, unwrap_forecaster
+    from training.tracking import configure_mlflow
+
+    client = configure_mlflow(served.settings)
+    client.set_registered_model_alias(RETURN_MODEL, "challenger", served.lstm_version)
+    try:
+        with _client(served.main, "admin-key") as admin, _client(served.main, "trader-key") as trader:
+            split = admin.put("/admin/ab", json={"mode": "split", "share": 1.0})
+            assert split.status_code == 200, split.text
+            assert split.json()["challengers"][RETURN_MODEL] == served.lstm_version
+            answer = trader.post("/predict", json={"symbols": SYMBOLS}).json()
+            assert answer["variant"] == "challenger"
+            assert {p["model"]["version"] for p in answer["predictions"]} == {served.lstm_version}
+            assert {p["model"]["family"] for p in answer["predictions"]} == {"lstm"}
+            # the served lstm forecast equals the model run over each symbol's whole feature history
+            forecaster = unwrap_forecaster(load_forecaster(f"models:/{RETURN_MODEL}/{served.lstm_version}"))
+            features = pd.read_parquet(served.settings.paths.features)
+            for p in answer["predictions"]:
+                rows = features[features["symbol"] == p["symbol"]].sort_values("event_timestamp")
+                X = model_inputs(rows.reset_index(drop=True))
+                X = X[np.isfinite(X[MODEL_FEATURES].to_numpy()).all(axis=1)].reset_index(drop=True)
+                for s in SYMBOLS:
+                    X[f"is_{s}"] = float(s == p["symbol"])
+                X.insert(0, "symbol", p["symbol"])
+                assert p["predicted_return"] == pytest.approx(forecaster.predict(X)[-1], rel=1e-4, abs=1e-7)
+
+            assert admin.put("/admin/ab", json={"mode": "split", "share": 0.0}).status_code == 200
+            assert trader.post("/predict", json={"symbols": SYMBOLS}).json()["variant"] == "champion"
+            shadow = admin.put("/admin/ab", json={"mode": "shadow"})
+            assert shadow.json()["mode"] == "shadow"
+            served_now = trader.post("/predict", json={"symbols": SYMBOLS}).json()
+            assert served_now["variant"] == "champion"
+            assert {p["model"]["version"] for p in served_now["predictions"]} == {"1"}
+            metrics = trader.get("/metrics").text
+            assert (
+                f'finstream_predictions_total{{model="{RETURN_MODEL}",variant="shadow",'
+                f'version="{served.lstm_version}"}}'
+            ) in metrics
+            assert "finstream_shadow_abs_difference_bucket" in metrics
+
+            assert admin.put("/admin/ab", json={"mode": "half"}).status_code == 422
+            assert admin.put("/admin/ab", json={"mode": "split", "share": 1.5}).status_code == 422
+            assert trader.put("/admin/ab", json={"mode": "off"}).status_code == 403
+            assert admin.put("/admin/ab", json={"mode": "off"}).json()["challengers"][RETURN_MODEL] is None
+            audit = admin.get("/admin/audit").json()["entries"]
+    finally:
+        client.delete_registered_model_alias(RETURN_MODEL, "challenger")
+        client.delete_registered_model_tag(RETURN_MODEL, "finstream.serving.ab")
+    changes = [e for e in audit if e["action"] == "ab_update"]
+    assert [e["details"]["after"]["mode"] for e in changes[-4:]] == ["split", "split", "shadow", "off"]
+    assert {e["actor"] for e in changes} == {"key3"} and all(e["role"] == "admin" for e in changes)
+    assert "admin-key" not in json.dumps(audit)  # never the key itself
+    assert verify(served.settings.paths.home / "audit" / "admin.jsonl") >= len(changes)

@@ -9,8 +9,8 @@ workers (default 2, one per core here) and a per-key rate limit too high to inte
 Measures, for one symbol (`--symbol`, default ^GSPC):
 
 - `fixed_rate`: an open-loop load at `--rate` req/s (default 200) for `--duration` s (default 20) from an
-  asyncio aiohttp client; latency counts from each request's scheduled send time, so a server that falls behind
-  shows it (no coordinated omission). `achieved_rps` below the offered rate means the client or server
+  asyncio aiohttp client; latency counts from each request's scheduled send time, so a server that falls
+  behind shows it (no coordinated omission). `achieved_rps` below the offered rate means the client or server
   could not keep up.
 - `saturation`: closed loop, `--connections` (default 16) connections for `--duration` s, with wrk when it is
   installed (`--client wrk`), else the asyncio httpx client (`--client httpx`, itself CPU-bound near a few
@@ -18,8 +18,9 @@ Measures, for one symbol (`--symbol`, default ^GSPC):
 - `sequential`: one client, one request at a time (median, p99 over `--sequential-calls`).
 - `floor`: the same work in process, with no HTTP: the server's Redis read (`RedisFeatureReader`: one HMGET of
   the Feast row + decoding) + the input matrix + both champions' predict, median and p99 over `--floor-calls`
-  (and the same through Feast's get_online_features, for scale); and the raw redis-py `HGETALL` of the row. `sequential_over_floor` is the sequential
-  HTTP median over the in-process median: what the HTTP/BentoML layer costs per request.
+  (and the same through Feast's get_online_features, for scale); and the raw redis-py `HGETALL` of the row.
+  `sequential_over_floor` is the sequential HTTP median over the in-process median: what the HTTP/BentoML
+  layer costs per request.
 
 Errors are non-2xx answers plus transport failures (timeouts, refused connections).
 

@@ -15,7 +15,9 @@ Measures, for one symbol (`--symbol`, default ^GSPC):
 - `saturation`: closed loop, `--connections` (default 16) connections for `--duration` s, with wrk when it is
   installed (`--client wrk`), else the asyncio httpx client (`--client httpx`, itself CPU-bound near a few
   thousand req/s: its figure is a lower bound of the server's).
-- `sequential`: one client, one request at a time (median, p99 over `--sequential-calls`).
+- `sequential`: one client, one request at a time: wrk with one connection for 8 s when wrk is installed (a C
+  client: what the server adds), and always a Python httpx client (`sequential_httpx`, median, p99 over
+  `--sequential-calls`; httpx itself costs ~0.7 ms a request here).
 - `floor`: the same work in process, with no HTTP: the server's Redis read (`RedisFeatureReader`: one HMGET of
   the Feast row + decoding) + the input matrix + both champions' predict, median and p99 over `--floor-calls`
   (and the same through Feast's get_online_features, for scale); and the raw redis-py `HGETALL` of the row.
@@ -296,8 +298,32 @@ def _sequential(url: str, body: dict[str, Any], calls: int) -> dict[str, Any]:
             response = http.post("/predict", json=body)
             latencies.append((time.perf_counter() - started) * 1000)
             errors += not response.is_success
-    return {"calls": calls, "median_ms": round(statistics.median(latencies), 3), **_percentiles(latencies),
-            "errors": errors}  # fmt: skip
+    return {
+        "client": "httpx, 1 connection",
+        "calls": calls,
+        "median_ms": round(statistics.median(latencies), 3),
+        **_percentiles(latencies),
+        "errors": errors,
+    }
+
+
+def _sequential_wrk(url: str, body: dict[str, Any], workdir: Path, seconds: int = 8) -> dict[str, Any]:
+    script = workdir / "sequential.lua"
+    script.write_text(WRK_SCRIPT % {"body": json.dumps(body), "key": API_KEY})
+    out = subprocess.run(
+        ["wrk", "-t1", "-c1", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), url + "/predict"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    raw = json.loads(next(x for x in out.splitlines() if x.startswith("WRKJSON ")).removeprefix("WRKJSON "))
+    return {
+        "client": "wrk, 1 connection",
+        "calls": raw["requests"],
+        "median_ms": raw["p50_us"] / 1000,
+        "p50_ms": raw["p50_us"] / 1000,
+        "p95_ms": raw["p95_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "errors": raw["errors"] + raw["non2xx"],
+    }
 
 
 def _floor(symbol: str, calls: int) -> dict[str, Any]:
@@ -419,7 +445,8 @@ def main() -> None:
     try:
         service.wait_ready()
         floor = _floor(args.symbol, args.floor_calls)
-        sequential = _sequential(service.url, body, args.sequential_calls)
+        sequential_httpx = _sequential(service.url, body, args.sequential_calls)
+        sequential = _sequential_wrk(service.url, body, workdir) if use_wrk else sequential_httpx
         fixed = asyncio.run(_fixed_rate(service.url, body, args.rate, args.duration))
         if use_wrk:
             saturation = _saturate_wrk(service.url, body, args.connections, args.duration, workdir)
@@ -446,6 +473,7 @@ def main() -> None:
         "fixed_rate": fixed,
         "saturation": saturation,
         "sequential": sequential,
+        "sequential_httpx": sequential_httpx,
         "floor": floor,
         "sequential_over_floor": round(sequential["median_ms"] / floor["median_ms"], 2),
     }

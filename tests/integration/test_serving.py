@@ -50,6 +50,7 @@ FAST = {
 }
 STARTUP_S = 90
 AGENT_MODEL = "finstream-agent"
+DASHBOARD = "https://dash.example.com"
 AGENT_SYMBOL = "000300.SH"
 RL_FAST = {
     "FINSTREAM_RL__SYMBOL": AGENT_SYMBOL,
@@ -248,7 +249,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         if champion_version(client, AGENT_MODEL) != str(report.version):
             promote(client, AGENT_MODEL, report.version, reason="serving test")
         lstm_version = _registered_version(lstm, RETURN_MODEL)
-        main = _start(settings.paths.home, workdir, "main")
+        main = _start(
+            settings.paths.home, workdir, "main", FINSTREAM_SERVE_CORS_ORIGINS=json.dumps([DASHBOARD])
+        )
         empty_registry = f"sqlite:///{workdir / 'empty-mlflow.db'}"
         no_champion = _start(
             settings.paths.home, workdir, "no-champion", FINSTREAM_MLFLOW_TRACKING_URI=empty_registry
@@ -701,3 +704,16 @@ def test_sequence_model_challenger_and_ab_settings(served: Served) -> None:
     assert {e["actor"] for e in changes} == {"key3"} and all(e["role"] == "admin" for e in changes)
     assert "admin-key" not in json.dumps(audit)  # never the key itself
     assert verify(served.settings.paths.home / "audit" / "admin.jsonl") >= len(changes)
+
+
+def test_cors_allows_only_the_configured_origins(served: Served) -> None:
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"}
+    with _client(served.main) as http:
+        allowed = http.options("/predict", headers={"Origin": DASHBOARD, **preflight})
+        other = http.options("/predict", headers={"Origin": "https://evil.example.net", **preflight})
+        simple = http.get("/health", headers={"Origin": DASHBOARD})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == DASHBOARD
+    assert "x-api-key" in allowed.headers["access-control-allow-headers"].lower()
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    assert simple.headers["access-control-allow-origin"] == DASHBOARD

@@ -3,19 +3,28 @@
 Keys come from `FINSTREAM_API_KEYS`, e.g. "key1:viewer,key2:trader,key3:admin". Clients send the key as
 `X-API-Key: <key>` or `Authorization: Bearer <key>`. With no keys configured every protected endpoint
 answers 401 saying so: the server never runs open by accident.
+
+The buckets live in Redis when the server has one (`RedisTokenBucket`: one Lua script call per request on
+Redis's own clock, so every worker process and replica shares a key's budget), else in the process
+(`TokenBucket`). If Redis cannot be reached the process buckets take over until it answers again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 import math
 import os
 import threading
 import time
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from finstream.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 API_KEYS_ENV = "FINSTREAM_API_KEYS"
 
@@ -94,21 +103,124 @@ class TokenBucket:
             self._state[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
 
+    async def take_async(self, key: str) -> float:
+        return self.take(key)
+
+
+# KEYS[1]: the bucket; ARGV: rate per second, burst. Returns the seconds to wait (0 when a token was taken).
+_BUCKET_LUA = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local last = tonumber(state[2])
+if tokens == nil or last == nil then
+  tokens = burst
+  last = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - last) * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'ts', string.format('%.6f', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return string.format('%.6f', wait)
+"""
+
+
+class RedisTokenBucket:
+    """Token buckets in Redis shared by all workers; falls back to `fallback` while Redis is unreachable.
+
+    Buckets are keyed by a hash of the API key (the key itself is never stored) and expire once full.
+    """
+
+    def __init__(self, url: str, rate: float, burst: int, fallback: TokenBucket, prefix: str) -> None:
+        if rate <= 0 or burst < 1:
+            raise ConfigError(f"rate limit needs rate > 0 and burst ≥ 1, got rate={rate}, burst={burst}")
+        self.url = url
+        self.rate = rate
+        self.burst = burst
+        self.fallback = fallback
+        self.prefix = prefix
+        self._scripts: dict[int, Any] = {}  # one asyncio client per event loop
+        self._down = False
+
+    def _script(self) -> Any:
+        import asyncio
+
+        import redis.asyncio
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        loop = id(asyncio.get_running_loop())
+        script = self._scripts.get(loop)
+        if script is None:
+            client = redis.asyncio.Redis.from_url(
+                self.url, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+            )
+            script = client.register_script(_BUCKET_LUA)
+            self._scripts[loop] = script
+        return script
+
+    def bucket(self, key: str) -> str:
+        return self.prefix + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    async def take_async(self, key: str) -> float:
+        """Spend a token of `key`'s shared bucket: 0.0 when allowed, else the seconds to wait."""
+        try:
+            wait = await self._script()(keys=[self.bucket(key)], args=[self.rate, self.burst])
+        except Exception as exc:  # redis down or unreachable: keep limiting, per process
+            if not self._down:  # once per outage, not once per request
+                log.warning("rate limit store unavailable (%s): per-process limits until it is back", exc)
+                self._down = True
+            return self.fallback.take(key)
+        if self._down:
+            log.info("rate limit store is back: limits are shared again")
+            self._down = False
+        return float(wait)
+
 
 class Authenticator:
     """Checks a presented key against the configured ones, its role, and its rate limit."""
 
-    def __init__(self, keys: dict[str, Role], limiter: TokenBucket) -> None:
+    def __init__(self, keys: dict[str, Role], limiter: TokenBucket | RedisTokenBucket) -> None:
         self._keys = keys
         self._ids = {key: f"key{i + 1}" for i, key in enumerate(keys)}
         self.limiter = limiter
 
     @classmethod
-    def from_env(cls, rate: float, burst: int) -> Authenticator:
-        return cls(parse_api_keys(os.environ.get(API_KEYS_ENV)), TokenBucket(rate, burst))
+    def from_env(
+        cls, rate: float, burst: int, redis_url: str | None = None, prefix: str = "finstream:ratelimit:"
+    ) -> Authenticator:
+        """Keys from FINSTREAM_API_KEYS; buckets in Redis when `redis_url` is given, else in the process."""
+        local = TokenBucket(rate, burst)
+        limiter = RedisTokenBucket(redis_url, rate, burst, local, prefix) if redis_url else local
+        return cls(parse_api_keys(os.environ.get(API_KEYS_ENV)), limiter)
+
+    async def check_async(self, presented: str | None, needed: Role) -> Caller:
+        """The caller for `presented`, or AuthError / RateLimited (the bucket may be in Redis)."""
+        key, role = self._identify(presented, needed)
+        wait = await self.limiter.take_async(key)
+        if wait > 0:
+            raise RateLimited(wait)
+        return Caller(self._ids[key], role)
 
     def check(self, presented: str | None, needed: Role) -> Caller:
-        """The caller for `presented`, or AuthError / RateLimited."""
+        """The caller for `presented`, or AuthError / RateLimited (process buckets only)."""
+        key, role = self._identify(presented, needed)
+        limiter = self.limiter.fallback if isinstance(self.limiter, RedisTokenBucket) else self.limiter
+        wait = limiter.take(key)
+        if wait > 0:
+            raise RateLimited(wait)
+        return Caller(self._ids[key], role)
+
+    def _identify(self, presented: str | None, needed: Role) -> tuple[str, Role]:
+        """The configured key matching `presented` and its role, or AuthError."""
         if not self._keys:
             raise AuthError(401, f"no API keys are configured on this server: set {API_KEYS_ENV}")
         if not presented:
@@ -126,10 +238,7 @@ class Authenticator:
             raise AuthError(
                 403, f"this endpoint needs the {needed.name.lower()} role; the key is {role.name.lower()}"
             )
-        wait = self.limiter.take(presented)
-        if wait > 0:
-            raise RateLimited(wait)
-        return Caller(self._ids[presented], role)
+        return presented, role
 
 
 def presented_key(x_api_key: str | None, authorization: str | None) -> str | None:

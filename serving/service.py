@@ -95,7 +95,8 @@ class ServingOptions(BaseSettings):
     reload_interval_s: float = (
         30.0  # registry alias poll; 0 turns polling off (POST /admin/reload still works)
     )
-    rate_limit_per_s: float = 20.0  # per API key, sustained (per worker process)
+    rate_limit_per_s: float = 20.0  # per API key, sustained
+    shared_rate_limit: bool = True  # buckets in Redis (shared by workers) when FINSTREAM_REDIS_URL is set
     rate_limit_burst: int = 40  # per API key, burst
     ab_mode: str = "off"  # initial A/B mode (off, split, shadow) unless the registry holds settings
     ab_share: float = 0.1  # initial challenger share in split mode
@@ -223,7 +224,7 @@ def _caller(role: Role) -> Any:
         authorization: Annotated[str | None, Header()] = None,
     ) -> Caller:
         auth: Authenticator = request.app.state.auth
-        return auth.check(presented_key(x_api_key, authorization), role)
+        return await auth.check_async(presented_key(x_api_key, authorization), role)
 
     return Depends(check)
 
@@ -352,7 +353,12 @@ class FinstreamService:
 
         self.settings = get_settings()
         self.options = ServingOptions()
-        self.auth = Authenticator.from_env(self.options.rate_limit_per_s, self.options.rate_limit_burst)
+        self.auth = Authenticator.from_env(
+            self.options.rate_limit_per_s,
+            self.options.rate_limit_burst,
+            self.settings.redis_url if self.options.shared_rate_limit else None,
+            prefix=f"finstream:{self.settings.feast_project}:ratelimit:",
+        )
         self.features = open_reader(self.settings, direct=self.options.direct_redis)
         self.models = ChampionModels(
             self.settings,

@@ -43,6 +43,9 @@ class Caller:
 
     key_id: str
     role: Role
+    #: set when the rate-limit token is still to be spent, in the same Redis round trip as the feature
+    #: read (`Authenticator.identify_deferred`); the bucket name, never the key
+    unspent_bucket: str | None = None
 
 
 def parse_api_keys(text: str | None) -> dict[str, Role]:
@@ -108,7 +111,7 @@ class TokenBucket:
 
 
 # KEYS[1]: the bucket; ARGV: rate per second, burst. Returns the seconds to wait (0 when a token was taken).
-_BUCKET_LUA = """
+BUCKET_LUA = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local clock = redis.call('TIME')
@@ -131,6 +134,7 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'ts', strin
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return string.format('%.6f', wait)
 """
+BUCKET_SHA = hashlib.sha1(BUCKET_LUA.encode()).hexdigest()
 
 
 class RedisTokenBucket:
@@ -163,7 +167,7 @@ class RedisTokenBucket:
             client = redis.asyncio.Redis.from_url(
                 self.url, socket_connect_timeout=0.5, socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
             )
-            script = client.register_script(_BUCKET_LUA)
+            script = client.register_script(BUCKET_LUA)
             self._scripts[loop] = script
         return script
 
@@ -172,8 +176,13 @@ class RedisTokenBucket:
 
     async def take_async(self, key: str) -> float:
         """Spend a token of `key`'s shared bucket: 0.0 when allowed, else the seconds to wait."""
+        return await self.take_bucket_async(self.bucket(key))
+
+    async def take_bucket_async(self, bucket: str) -> float:
+        """`take_async` by bucket name (the process fallback is keyed by the same name)."""
+        key = bucket
         try:
-            wait = await self._script()(keys=[self.bucket(key)], args=[self.rate, self.burst])
+            wait = await self._script()(keys=[bucket], args=[self.rate, self.burst])
         except Exception as exc:  # redis down or unreachable: keep limiting, per process
             if not self._down:  # once per outage, not once per request
                 log.warning("rate limit store unavailable (%s): per-process limits until it is back", exc)
@@ -209,6 +218,14 @@ class Authenticator:
         if wait > 0:
             raise RateLimited(wait)
         return Caller(self._ids[key], role)
+
+    def identify_deferred(self, presented: str | None, needed: Role) -> Caller:
+        """The caller, its token not spent yet when the buckets are in Redis (`unspent_bucket`): the
+        endpoint spends it in the same round trip as its feature read. Process buckets spend it now."""
+        if not isinstance(self.limiter, RedisTokenBucket):
+            return self.check(presented, needed)
+        key, role = self._identify(presented, needed)
+        return Caller(self._ids[key], role, unspent_bucket=self.limiter.bucket(key))
 
     def check(self, presented: str | None, needed: Role) -> Caller:
         """The caller for `presented`, or AuthError / RateLimited (process buckets only)."""

@@ -320,6 +320,42 @@ class RedisFeatureReader(FeatureReader):
             raise self._fail(exc) from exc
         return self._decode(symbols, replies, layout)
 
+    async def latest_spending_token(
+        self, symbols: Sequence[str], bucket: str, rate: float, burst: int
+    ) -> tuple[float, FeatureRows | None]:
+        """Spend a rate-limit token (serving.auth.BUCKET_LUA) and read the rows in one round trip.
+
+        Returns (seconds to wait, None) when the bucket is empty, else (0.0, rows).
+        """
+        from redis.exceptions import NoScriptError
+
+        from serving.auth import BUCKET_LUA, BUCKET_SHA
+
+        try:
+            layout = self.layout()
+            client = self._async_client()
+            for attempt in (1, 2):
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(BUCKET_SHA, 1, bucket, rate, burst)
+                    for symbol in symbols:
+                        pipe.hmget(self._key(symbol, layout), layout.fields)
+                    replies = await pipe.execute(raise_on_error=False)
+                if isinstance(replies[0], NoScriptError) and attempt == 1:  # a restarted Redis
+                    await client.script_load(BUCKET_LUA)
+                    continue
+                break
+            failed = next((r for r in replies if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+        except FinstreamError:
+            raise
+        except Exception as exc:
+            raise self._fail(exc) from exc
+        wait = float(replies[0])
+        if wait > 0:
+            return wait, None
+        return 0.0, self._decode(symbols, replies[1:], layout)
+
     def _async_client(self) -> Any:
         loop = id(asyncio.get_running_loop())
         client = self._async.get(loop)

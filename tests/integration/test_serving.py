@@ -717,3 +717,15 @@ def test_cors_allows_only_the_configured_origins(served: Served) -> None:
     assert "x-api-key" in allowed.headers["access-control-allow-headers"].lower()
     assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
     assert simple.headers["access-control-allow-origin"] == DASHBOARD
+
+
+def test_rate_limit_token_survives_a_redis_script_flush(served: Served) -> None:
+    """The token is spent by a Lua script in the feature read's round trip: a Redis that lost its script
+    cache (restart, SCRIPT FLUSH) gets it loaded again, the request does not fail."""
+    import redis
+
+    with redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB) as admin:
+        admin.script_flush()
+    with _client(served.main, "trader-key") as http:
+        assert http.post("/predict", json={"symbols": ["^GSPC"]}).status_code == 200
+        assert http.get("/quotes", params={"symbols": "^GSPC"}).status_code == 200

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from tests_support import REPO
 
 from serving.audit import GENESIS, AuditLog, verify
 from serving.models import ABSettings
-
-
-def _append(path: str, worker: int, n: int) -> None:
-    log = AuditLog(Path(path))
-    for i in range(n):
-        log.record(f"key{worker}", "admin", "reload", "ok", i=i)
 
 
 def test_audit_log_chains_entries_and_never_rewrites(tmp_path: Path) -> None:
@@ -52,14 +48,22 @@ def test_audit_verify_names_the_first_tampered_line(tmp_path: Path) -> None:
 
 
 def test_audit_log_is_safe_for_concurrent_workers(tmp_path: Path) -> None:
+    """Three processes (as three server workers would) appending at once keep one unbroken chain."""
     path = tmp_path / "admin.jsonl"
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_append, args=(str(path), w, 25)) for w in range(3)]
+    code = (
+        "import sys; from pathlib import Path; from serving.audit import AuditLog\n"
+        "log = AuditLog(Path(sys.argv[1]))\n"
+        "for i in range(25): log.record(sys.argv[2], 'admin', 'reload', 'ok', i=i)\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(path), f"key{w}"], cwd=REPO, stderr=subprocess.PIPE, text=True
+        )
+        for w in range(3)
+    ]
     for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
     assert verify(path) == 75
 
 

@@ -379,6 +379,7 @@ class FinstreamService:
     def __init__(self) -> None:
         from serving.models import ABSettings
 
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in server logs
         self.settings = get_settings()
         self.options = ServingOptions()
         self.auth = Authenticator.from_env(

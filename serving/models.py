@@ -7,7 +7,9 @@ changes a model under a request in flight.
 
 The A/B settings live in the registry too (a tag on `finstream-return`), so every worker process of the
 server follows the same experiment: `PUT /admin/ab` writes the tag and applies it at once in the worker
-that answered, the other workers pick it up at their next poll.
+that answered. With Redis, every alias move (promotion code publishes one, `finstream.registry_events`),
+reload and A/B change is announced over pub/sub and every worker re-reads the registry at once; the poll
+stays as the fallback.
 """
 
 from __future__ import annotations
@@ -173,6 +175,7 @@ class ChampionModels:
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._events: Any = None  # finstream.registry_events.Subscriber, with Redis
         self._client: Any = None
 
     def get(self, task: str, alias: str = CHAMPION) -> Any | None:
@@ -311,14 +314,31 @@ class ChampionModels:
         self._registry().set_registered_model_tag(name, AB_TAG, wanted.to_tag())
         self.ab = wanted
         self.refresh()
+        self.announce("ab")
         return self.ab
 
     def start(self) -> None:
-        """Poll the registry every `poll_seconds` in a daemon thread (0 or less: no polling)."""
+        """Follow registry notices (with Redis) and poll every `poll_seconds` (0 or less: no polling)."""
+        if self.settings.redis_url and self._events is None:
+            from finstream.registry_events import Subscriber
+
+            self._events = Subscriber(self.settings, self._on_notice)
+            self._events.start()
         if self.poll_seconds <= 0 or self._thread is not None:
             return
         self._thread = threading.Thread(target=self._poll, name="finstream-model-poll", daemon=True)
         self._thread.start()
+
+    def _on_notice(self, event: dict[str, Any]) -> None:
+        if event.get("model") in self.names.values() or event.get("action") in ("reload", "ab", "subscribed"):
+            changed = self.refresh()
+            log.info("registry notice %s: %s", event, f"now serving {changed}" if changed else "no change")
+
+    def announce(self, action: str) -> None:
+        """Tell the other workers (and replicas) to re-read the registry now."""
+        from finstream.registry_events import publish
+
+        publish({"action": action}, self.settings)
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_seconds):
@@ -326,6 +346,9 @@ class ChampionModels:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._events is not None:
+            self._events.stop()
+            self._events = None
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None

@@ -381,6 +381,8 @@ class FinstreamService:
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in server logs
         self.settings = get_settings()
+        for package in ("serving", "finstream", "training"):  # BentoML's handlers, our level
+            logging.getLogger(package).setLevel(self.settings.log_level.upper())
         self.options = ServingOptions()
         self.auth = Authenticator.from_env(
             self.options.rate_limit_per_s,
@@ -717,6 +719,7 @@ class FinstreamService:
     def reload(self, caller: AdminKey) -> ReloadResponse:
         """Follow the registry's aliases now (requests in flight finish on the model they started with)."""
         changed = self.models.refresh()
+        self.models.announce("reload")  # the other workers follow at once (with Redis)
         errors = {self.models.names[t]: e for t, e in self.models.errors.items()}
         self.audit.record(
             caller.key_id, caller.role.name.lower(), "reload", "ok" if not errors else "partial",

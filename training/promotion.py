@@ -21,6 +21,7 @@ from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.store.entities.paged_list import PagedList
 
+from finstream import registry_events
 from finstream.config import PromotionParams
 from finstream.errors import ConfigError
 from training.tracking import RegistryError
@@ -453,7 +454,8 @@ def _record(client: MlflowClient, name: str, version: str | int, decision: str, 
 def _audit(
     client: MlflowClient, name: str, action: str, version: str | int, previous: str | int | None, reason: str
 ) -> None:
-    """Append one alias move to the model's audit tag, dropping the oldest entries to stay in size."""
+    """Append one alias move to the model's audit tag (oldest entries dropped to stay in size), and tell
+    the serving workers (finstream.registry_events)."""
     model = client.get_registered_model(name)
     try:
         entries = json.loads(model.tags.get(TAG_AUDIT, "[]"))
@@ -474,6 +476,7 @@ def _audit(
         entries.pop(0)
         text = json.dumps(entries, ensure_ascii=False, separators=(",", ":"))
     client.set_registered_model_tag(name, TAG_AUDIT, text)
+    registry_events.publish({"model": name, "action": action, "version": str(version)})
 
 
 def _drop_alias_if_on(client: MlflowClient, name: str, alias: str, version: str | int) -> None:

@@ -39,6 +39,7 @@ KEYS = {
     "latency-key": "trader",
     "burst-key": "trader",
     "reload-key": "trader",
+    "events-key": "trader",
 }
 RATE_PER_S, BURST = 20, 20
 FAST = {
@@ -162,6 +163,7 @@ class Served:
     settings: Settings
     main: Server
     no_champion: Server
+    multi: Server  # 2 workers, no polling: registry notices alone keep them current
     redis_proxy: TcpProxy
     lstm_version: str  # a registered finstream-return version of the lstm family (a sequence model)
     agent_version: str  # the finstream-agent champion
@@ -256,13 +258,22 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         no_champion = _start(
             settings.paths.home, workdir, "no-champion", FINSTREAM_MLFLOW_TRACKING_URI=empty_registry
         )
+        multi = _start(
+            settings.paths.home,
+            workdir,
+            "multi",
+            FINSTREAM_SERVE_WORKERS="2",
+            FINSTREAM_SERVE_RELOAD_INTERVAL_S="0",
+        )
         try:
             _wait_up(main, "/ready")
             _wait_up(no_champion, "/health")
-            yield Served(settings, main, no_champion, proxy, lstm_version, str(report.version))
+            _wait_up(multi, "/ready")
+            yield Served(settings, main, no_champion, multi, proxy, lstm_version, str(report.version))
         finally:
             main.stop()
             no_champion.stop()
+            multi.stop()
             featurestore.open_store(settings).teardown()  # drops this run's Redis keys
             proxy.stop()
 
@@ -729,3 +740,44 @@ def test_rate_limit_token_survives_a_redis_script_flush(served: Served) -> None:
     with _client(served.main, "trader-key") as http:
         assert http.post("/predict", json={"symbols": ["^GSPC"]}).status_code == 200
         assert http.get("/quotes", params={"symbols": "^GSPC"}).status_code == 200
+
+
+def test_every_worker_follows_a_promotion_at_once_without_polling(served: Served) -> None:
+    """Two workers that never poll: the promotion's registry notice (Redis pub/sub) moves both."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training.promotion import promote
+    from training.tracking import configure_mlflow
+
+    client = configure_mlflow(served.settings)
+    v1 = client.get_model_version(RETURN_MODEL, "1")
+    copy = client.create_model_version(
+        RETURN_MODEL, source=v1.source, run_id=v1.run_id, tags=v1.tags, model_id=getattr(v1, "model_id", None)
+    )
+
+    def one() -> str:  # a new connection each time, so the kernel hands requests to either worker
+        with _client(served.multi, "events-key") as http:
+            response = http.post("/predict", json={"symbols": ["^GSPC"]})
+            assert response.status_code == 200, response.text
+            return response.json()["predictions"][0]["model"]["version"]
+
+    def converge(target: str) -> float:
+        started = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            while time.monotonic() - started < 10:  # 12 requests a round: under the key's 20/s
+                answers = set(pool.map(lambda _: one(), range(6)))
+                if answers == {target} and set(pool.map(lambda _: one(), range(6))) == {target}:
+                    return time.monotonic() - started
+                time.sleep(0.6)
+        pytest.fail(f"the workers did not all serve v{target} within 10 s")
+
+    with ThreadPoolExecutor(4) as pool:
+        assert set(pool.map(lambda _: one(), range(6))) == {"1"}
+    try:
+        promote(client, RETURN_MODEL, copy.version, reason="serving test: registry notice")
+        forward = converge(str(copy.version))
+    finally:
+        promote(client, RETURN_MODEL, 1, reason="serving test: registry notice, back")
+    back = converge("1")
+    print(f"both workers followed the promotion in {forward:.2f} s and the way back in {back:.2f} s")
+    assert forward < 5 and back < 5

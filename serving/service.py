@@ -148,7 +148,7 @@ app = FastAPI(
     title="finstream",
     description="Forecasts, signals, quotes and history from the registry's models and the feature store.",
     version="1",
-    docs_url=None,
+    docs_url="/docs",  # Swagger UI over /openapi.json (BentoML's own UI at / lists only bentoml.api methods)
     redoc_url=None,
 )
 

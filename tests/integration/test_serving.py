@@ -301,6 +301,8 @@ def test_health_ready_and_metrics(served: Served) -> None:
         }
         assert http.post("/predict", json={"symbols": ["^GSPC"]}).status_code == 200
         assert http.post("/predict", json={"symbols": ["NOPE.XX"]}).status_code == 404
+        docs = http.get("/docs")
+        assert docs.status_code == 200 and "/openapi.json" in docs.text
         metrics = http.get("/metrics")
     assert metrics.status_code == 200
     text = metrics.text

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -38,6 +37,7 @@ from finstream.errors import FinstreamError, SymbolError
 from finstream.schema import BAR_COLUMNS
 from finstream.symbols import parse_symbol
 from serving.features import StoreUnavailable, UnknownSymbol
+from serving.snapshots import FileSnapshots
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,7 @@ class BarHistory:
 
     def __init__(self, settings: Settings, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else settings.paths.validated_bars
-        self._snapshot: _Snapshot | None = None
-        self._lock = threading.Lock()
+        self._snapshots: FileSnapshots[_Snapshot] = FileSnapshots(self.path, self._load, self._missing)
 
     def symbols(self) -> tuple[str, ...]:
         """Symbols with validated bars, sorted."""
@@ -131,21 +130,8 @@ class BarHistory:
         return canonical
 
     def _current(self) -> _Snapshot:
-        """The parsed bars of the file as it is now: re-read only when its (mtime_ns, size) changed."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise StoreUnavailable(self._missing()) from None
-        key = (str(self.path), st.st_mtime_ns, st.st_size)
-        snapshot = self._snapshot
-        if snapshot is not None and snapshot.key == key:
-            return snapshot
-        with self._lock:
-            snapshot = self._snapshot
-            if snapshot is None or snapshot.key != key:
-                snapshot = self._load()
-                self._snapshot = snapshot  # one reference swap: requests in flight keep their snapshot
-            return snapshot
+        """The parsed file as it is now: re-read only when its (mtime_ns, size) changed."""
+        return self._snapshots.current()
 
     def _missing(self) -> str:
         return (

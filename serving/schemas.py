@@ -64,10 +64,9 @@ class PredictResponse(BaseModel):
     variant: Literal["champion", "challenger"] = "champion"
 
 
-class Quote(BaseModel):
-    """The latest bar of a symbol as held by the online store (price features)."""
+class Bar(BaseModel):
+    """One daily bar (UTC close time)."""
 
-    symbol: str
     ts: datetime
     open: float | None
     high: float | None
@@ -75,6 +74,12 @@ class Quote(BaseModel):
     close: float | None
     volume: float | None
     amount: float | None = None
+
+
+class Quote(Bar):
+    """The latest bar of a symbol as held by the online store (price features)."""
+
+    symbol: str
     stale: bool
 
 
@@ -235,16 +240,6 @@ class SymbolSignal(BaseModel):
 
 class SignalResponse(BaseModel):
     signals: list[SymbolSignal]
-
-
-class Bar(BaseModel):
-    ts: datetime
-    open: float | None
-    high: float | None
-    low: float | None
-    close: float | None
-    volume: float | None
-    amount: float | None = None
 
 
 class HistoryResponse(BaseModel):

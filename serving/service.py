@@ -225,8 +225,12 @@ class ObserveMiddleware:
 app.add_middleware(ObserveMiddleware)
 
 
-def _caller(role: Role) -> Any:
-    """A dependency that authenticates the request's key for `role` and spends one rate-limit token."""
+def _caller(role: Role, deferred: bool = False) -> Any:
+    """A dependency that authenticates the request's key for `role` and spends one rate-limit token.
+
+    `deferred`: with Redis buckets the token is left for `FinstreamService._read` to spend in the same
+    round trip as the feature read (one Redis round trip per request instead of two).
+    """
 
     async def check(
         request: Request,
@@ -234,22 +238,10 @@ def _caller(role: Role) -> Any:
         authorization: Annotated[str | None, Header()] = None,
     ) -> Caller:
         auth: Authenticator = request.app.state.auth
-        return await auth.check_async(presented_key(x_api_key, authorization), role)
-
-    return Depends(check)
-
-
-def _deferred_caller(role: Role) -> Any:
-    """Like `_caller`, but with Redis buckets the token is spent by `FinstreamService._read`, in the
-    same round trip as the feature read (one Redis round trip per request instead of two)."""
-
-    async def check(
-        request: Request,
-        x_api_key: Annotated[str | None, Header()] = None,
-        authorization: Annotated[str | None, Header()] = None,
-    ) -> Caller:
-        auth: Authenticator = request.app.state.auth
-        return auth.identify_deferred(presented_key(x_api_key, authorization), role)
+        presented = presented_key(x_api_key, authorization)
+        if deferred:
+            return auth.identify_deferred(presented, role)
+        return await auth.check_async(presented, role)
 
     return Depends(check)
 
@@ -258,8 +250,8 @@ ViewerKey = Annotated[Caller, _caller(Role.VIEWER)]
 TraderKey = Annotated[Caller, _caller(Role.TRADER)]
 AdminKey = Annotated[Caller, _caller(Role.ADMIN)]
 # for endpoints that read features through `FinstreamService._read`, which spends the token
-ReadingViewer = Annotated[Caller, _deferred_caller(Role.VIEWER)]
-ReadingTrader = Annotated[Caller, _deferred_caller(Role.TRADER)]
+ReadingViewer = Annotated[Caller, _caller(Role.VIEWER, deferred=True)]
+ReadingTrader = Annotated[Caller, _caller(Role.TRADER, deferred=True)]
 
 
 def _ref(model: LoadedModel) -> ModelRef:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +29,7 @@ from finstream.config import Settings
 from finstream.errors import FinstreamError, SymbolError
 from finstream.symbols import parse_symbol
 from serving.features import StoreUnavailable, UnknownSymbol
+from serving.snapshots import FileSnapshots
 from training.features import MODEL_FEATURES, STORE_FEATURES, model_inputs
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,7 @@ class FeatureWindows:
 
     def __init__(self, settings: Settings, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else settings.paths.features
-        self._snapshot: _Snapshot | None = None
-        self._lock = threading.Lock()
+        self._snapshots: FileSnapshots[_Snapshot] = FileSnapshots(self.path, self._load, self._missing)
         self._plans: dict[tuple[str, ...], tuple[np.ndarray, tuple[tuple[int, str], ...]]] = {}
 
     def symbols(self) -> tuple[str, ...]:
@@ -181,23 +180,11 @@ class FeatureWindows:
         return canonical, rows
 
     def _current(self) -> _Snapshot:
-        """The parsed rows of the file as it is now: re-read only when its (mtime_ns, size) changed."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise StoreUnavailable(
-                f"no features parquet at {self.path}: run `finstream features` (or `finstream pipeline`)"
-            ) from None
-        key = (str(self.path), st.st_mtime_ns, st.st_size)
-        snapshot = self._snapshot
-        if snapshot is not None and snapshot.key == key:
-            return snapshot
-        with self._lock:
-            snapshot = self._snapshot
-            if snapshot is None or snapshot.key != key:
-                snapshot = self._load()
-                self._snapshot = snapshot  # one reference swap: requests in flight keep their snapshot
-            return snapshot
+        """The parsed file as it is now: re-read only when its (mtime_ns, size) changed."""
+        return self._snapshots.current()
+
+    def _missing(self) -> str:
+        return f"no features parquet at {self.path}: run `finstream features` (or `finstream pipeline`)"
 
     def _load(self) -> _Snapshot:
         """Parse the file: model inputs per symbol, time order, rows training would drop left out."""
@@ -206,9 +193,7 @@ class FeatureWindows:
                 st = os.fstat(fh.fileno())  # the key of the very bytes read, even if the file is replaced
                 table = pq.read_table(fh, columns=[SYMBOL_COLUMN, TIME_COLUMN, *STORE_FEATURES])
         except FileNotFoundError:
-            raise StoreUnavailable(
-                f"no features parquet at {self.path}: run `finstream features` (or `finstream pipeline`)"
-            ) from None
+            raise StoreUnavailable(self._missing()) from None
         except Exception as exc:  # missing columns, a truncated or foreign file
             raise StoreUnavailable(
                 f"cannot read the features parquet {self.path}: {exc}; rebuild it with `finstream features`"

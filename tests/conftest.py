@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests_support import isolate_env
 
 from finstream.config import Settings
 from finstream.sources.packaged import PackagedSource
@@ -16,11 +16,7 @@ from finstream.symbols import parse_symbol
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings whose home is a fresh temporary folder, run from a folder without params.yaml."""
-    monkeypatch.chdir(tmp_path)
-    for key in list(os.environ):
-        if key.startswith("FINSTREAM_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("FINSTREAM_HOME", str(tmp_path / "home"))
+    isolate_env(monkeypatch, tmp_path)
     return Settings()
 
 

@@ -21,3 +21,15 @@ def service_unavailable(reason: str) -> NoReturn:
     if services_required():
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def isolate_env(mp: pytest.MonkeyPatch, root: Path, **env: str) -> None:
+    """Run from `root` (no params.yaml there) with no FINSTREAM_* variables but FINSTREAM_HOME=root/home
+    and the given ones."""
+    mp.chdir(root)
+    for key in list(os.environ):
+        if key.startswith("FINSTREAM_"):
+            mp.delenv(key)
+    mp.setenv("FINSTREAM_HOME", str(root / "home"))
+    for key, value in env.items():
+        mp.setenv(key, value)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tests_support import isolate_env
 
 from finstream.config import RLParams, Settings
 from finstream.errors import ConfigError
@@ -57,13 +58,7 @@ def rl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
     root = tmp_path_factory.mktemp("rl")
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for key in list(os.environ):
-            if key.startswith("FINSTREAM_"):
-                mp.delenv(key)
-        mp.setenv("FINSTREAM_HOME", str(root / "home"))
-        for key, value in ENV.items():
-            mp.setenv(key, value)
+        isolate_env(mp, root, **ENV)
         s = Settings()
         start, end = pd.Timestamp("2008-01-01").date(), pd.Timestamp("2018-12-31").date()
         ingest_stage(s, SYMBOL, "packaged", start, end)

@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from tests_support import service_unavailable
+from tests_support import isolate_env, service_unavailable
 
 from finstream.cli.serve import serve_command
 from finstream.config import Settings
@@ -226,15 +226,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     proxy = TcpProxy((REDIS_HOST, REDIS_PORT))
     proxy.start()
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)  # no params.yaml here
-        for key in list(os.environ):
-            if key.startswith("FINSTREAM_"):
-                mp.delenv(key)
-        mp.setenv("FINSTREAM_HOME", str(workdir / "home"))
-        mp.setenv("FINSTREAM_REDIS_URL", f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}")
-        mp.setenv("FINSTREAM_FEAST_PROJECT", f"finstream_serve_{uuid.uuid4().hex[:10]}")
-        for key, value in {**FAST, **RL_FAST}.items():
-            mp.setenv(key, value)
+        isolate_env(
+            mp,
+            workdir,
+            FINSTREAM_REDIS_URL=f"redis://127.0.0.1:{proxy.port}/{REDIS_DB}",
+            FINSTREAM_FEAST_PROJECT=f"finstream_serve_{uuid.uuid4().hex[:10]}",
+            **FAST,
+            **RL_FAST,
+        )
         settings = Settings()
         start, end = pd.Timestamp("2008-01-01").date(), pd.Timestamp("2018-12-31").date()
         ingest_stage(settings, ",".join(SYMBOLS), "packaged", start, end)
@@ -282,6 +281,14 @@ def _registered_version(report: object, name: str) -> str:
     decision = report.decisions["regression"]  # type: ignore[attr-defined]
     assert decision["model"] == name and decision["family"] == "lstm", decision
     return str(decision["version"])
+
+
+def _copy_of_v1(client: object) -> object:
+    """A new version of the return model with v1's artifacts: a version to promote."""
+    v1 = client.get_model_version(RETURN_MODEL, "1")  # type: ignore[attr-defined]
+    return client.create_model_version(  # type: ignore[attr-defined]
+        RETURN_MODEL, source=v1.source, run_id=v1.run_id, tags=v1.tags, model_id=getattr(v1, "model_id", None)
+    )
 
 
 def _client(server: Server, key: str | None = None) -> httpx.Client:
@@ -462,10 +469,7 @@ def test_hot_reload_follows_the_champion_alias_without_restart(served: Served) -
     from training.tracking import configure_mlflow
 
     client = configure_mlflow(served.settings)
-    v1 = client.get_model_version(RETURN_MODEL, "1")
-    v2 = client.create_model_version(
-        RETURN_MODEL, source=v1.source, run_id=v1.run_id, tags=v1.tags, model_id=getattr(v1, "model_id", None)
-    )
+    v2 = _copy_of_v1(client)
     seen: list[tuple[int, str | None]] = []
     stop = threading.Event()
 
@@ -752,10 +756,7 @@ def test_every_worker_follows_a_promotion_at_once_without_polling(served: Served
     from training.tracking import configure_mlflow
 
     client = configure_mlflow(served.settings)
-    v1 = client.get_model_version(RETURN_MODEL, "1")
-    copy = client.create_model_version(
-        RETURN_MODEL, source=v1.source, run_id=v1.run_id, tags=v1.tags, model_id=getattr(v1, "model_id", None)
-    )
+    copy = _copy_of_v1(client)
 
     def one() -> str:  # a new connection each time, so the kernel hands requests to either worker
         with _client(served.multi, "events-key") as http:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from tests_support import isolate_env
 
 from finstream.config import Settings
 
@@ -53,13 +54,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
 
     root = tmp_path_factory.mktemp("served-agent")
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for key in list(os.environ):
-            if key.startswith("FINSTREAM_"):
-                mp.delenv(key)
-        mp.setenv("FINSTREAM_HOME", str(root / "home"))
-        for key, value in ENV.items():
-            mp.setenv(key, value)
+        isolate_env(mp, root, **ENV)
         settings = Settings()
         ingest_stage(settings, f"{SYMBOL},^GSPC", "packaged", date(2008, 1, 1), date(2018, 12, 31))
         validate_stage(settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -10,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
+from tests_support import isolate_env
 
 from finstream.config import Settings
 from finstream.schema import BAR_COLUMNS
@@ -25,11 +25,8 @@ def validated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
     root = tmp_path_factory.mktemp("history")
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        for key in list(os.environ):
-            if key.startswith("FINSTREAM_"):
-                mp.delenv(key)
-        settings = Settings(home=root / "home")
+        isolate_env(mp, root)
+        settings = Settings()
         ingest_stage(settings, "000300.SH,^GSPC", "packaged", date(2015, 1, 1), date(2016, 12, 31))
         report = validate_stage(settings)
         assert report.clean > 900

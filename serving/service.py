@@ -657,7 +657,10 @@ class FinstreamService:
         return _json(
             HistoryResponse(
                 symbol=page.symbol,
-                bars=[Bar(**{k: (_float(v) if k != "ts" else v) for k, v in r.items()}) for r in records],
+                bars=[
+                    Bar.model_validate({k: (_float(v) if k != "ts" else v) for k, v in r.items()})
+                    for r in records
+                ],
                 total=page.total,
                 truncated=page.truncated,
             )

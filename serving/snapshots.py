@@ -16,7 +16,10 @@ from serving.features import StoreUnavailable
 
 
 class Keyed(Protocol):
-    key: tuple[str, int, int]  # (path, mtime_ns, size) of the bytes the snapshot was parsed from
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """(path, mtime_ns, size) of the bytes the snapshot was parsed from."""
+        ...
 
 
 S = TypeVar("S", bound=Keyed)

@@ -45,8 +45,8 @@ def main() -> None:
 
         import expectations.loader  # noqa: F401
         from finstream.config import Settings
+        from finstream.data_stages import features_stage, ingest_stage, materialize_stage, validate_stage
         from finstream.sources.router import SourceRouter
-        from finstream.stages import features_stage, ingest_stage, materialize_stage, validate_stage
         from finstream.symbols import parse_symbols
 
         results["imports_s"] = round(time.perf_counter() - t0, 2)

@@ -48,7 +48,7 @@ TARGET_MS = {
 def load_dataset() -> Any:
     """All packaged history of the three symbols as a training Dataset (real data only)."""
     from finstream.config import Settings
-    from finstream.features import build_features
+    from finstream.feature_table import build_features
     from finstream.sources.packaged import PackagedSource
     from finstream.symbols import parse_symbol
     from training.dataset import dataset_from_frames
@@ -78,8 +78,8 @@ def main() -> None:
     import mlflow
     import torch
 
-    from training.mlflow_model import load_forecaster, log_forecaster
-    from training.models import FAMILIES, make_model
+    from finstream.models.pyfunc import load_forecaster, log_forecaster
+    from finstream.models.zoo import FAMILIES, make_model
 
     parser = argparse.ArgumentParser(description="Benchmark the model zoo (regression) on real data.")
     parser.add_argument("families", nargs="*", help=f"default: all of {', '.join(FAMILIES)}")

@@ -42,7 +42,7 @@ def env_config() -> dict[str, Any]:
     """The CSI 300 training-period env config with default rl settings (real packaged history)."""
 
     from finstream.config import Settings
-    from finstream.features import build_features
+    from finstream.feature_table import build_features
     from finstream.sources.packaged import PackagedSource
     from finstream.symbols import parse_symbol
     from training.dataset import dataset_from_frames
@@ -77,7 +77,7 @@ def bench_env(config: dict[str, Any], steps: int = 20_000) -> dict[str, float]:
 def bench_algo(algo: str, config: dict[str, Any], iterations: int, out: Path) -> tuple[dict[str, Any], Path]:
     """Build + train `iterations` times; per-iteration seconds and env steps; checkpoint under `out`."""
     from finstream.config import Settings
-    from training.rl.trainer import build_algo_config, curve_point
+    from training.rl.agent_stages import build_algo_config, curve_point
 
     params = Settings().rl
     t0 = time.perf_counter()
@@ -145,7 +145,7 @@ def fresh_process_load(path: Path, obs: np.ndarray) -> dict[str, Any]:
         "import json, sys, time\n"
         "t0 = time.perf_counter()\n"
         "import numpy as np\n"
-        "from training.rl.export import load_policy\n"
+        "from finstream.models.policy import load_policy\n"
         f"policy = load_policy({str(path)!r})\n"
         f"policy(np.asarray({obs.tolist()!r}, dtype=np.float32))\n"
         "print(json.dumps({'import_load_first_action_s': round(time.perf_counter() - t0, 3),"
@@ -158,7 +158,7 @@ def fresh_process_load(path: Path, obs: np.ndarray) -> dict[str, Any]:
 def held_out_run() -> dict[str, Any]:
     """One default PPO `train_agent` run on the environment's FINSTREAM_HOME; its held-out results."""
     from finstream.config import get_settings
-    from training.rl.trainer import train_agent
+    from training.rl.agent_stages import train_agent
 
     report = train_agent(get_settings(), algo="ppo")
     ev = report.evaluation

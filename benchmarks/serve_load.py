@@ -86,10 +86,10 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 def build_home(workdir: Path) -> None:
     """Packaged bars -> features -> Redis online store, ridge champions v1 (what the serving test builds)."""
     from finstream.config import Settings
-    from finstream.stages import features_stage, ingest_stage, materialize_stage, validate_stage
-    from training.promotion import champion_version, promote
-    from training.tracking import configure_mlflow
-    from training.trainer import train
+    from finstream.data_stages import features_stage, ingest_stage, materialize_stage, validate_stage
+    from finstream.models.registry import champion_version, promote
+    from finstream.models.tracking import configure_mlflow
+    from training.zoo_stages import train
 
     settings = Settings()
     import pandas as pd
@@ -334,8 +334,8 @@ def _floor(symbol: str, calls: int) -> dict[str, Any]:
     """
     from finstream import featurestore
     from finstream.config import Settings
-    from serving.features import FeatureReader, RedisFeatureReader, input_matrix
-    from serving.models import DIRECTION_TASK, RETURN_TASK, ChampionModels
+    from finstream.models.champions import DIRECTION_TASK, RETURN_TASK, ChampionModels
+    from serving.online import FeatureReader, RedisFeatureReader, input_matrix
 
     settings = Settings()
     models = ChampionModels(settings, 0, agent=None)

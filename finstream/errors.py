@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class FinstreamError(Exception):
     """Base class for every error finstream raises on purpose."""
@@ -33,3 +35,18 @@ class QualityGateError(SourceError):
 
 class NoDataError(FinstreamError):
     """No provider could serve a symbol, or a stage found no input to work on."""
+
+
+class StoreUnavailable(FinstreamError):
+    """The online store (or a feature file a server reads) cannot be read: down, unreachable, not built."""
+
+
+class UnknownSymbol(FinstreamError):
+    """The online store holds no features for these symbols."""
+
+    def __init__(self, symbols: Sequence[str]) -> None:
+        super().__init__(
+            f"no features for {', '.join(symbols)} in the online store "
+            "(unknown symbol, or not materialized: run `finstream materialize`)"
+        )
+        self.symbols = list(symbols)

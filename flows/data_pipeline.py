@@ -8,7 +8,7 @@ from datetime import date
 from prefect import flow, get_run_logger, task
 
 from finstream.config import get_settings
-from finstream.stages import (
+from finstream.data_stages import (
     FeaturesReport,
     IngestReport,
     MaterializeReport,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 
 from finstream.config import get_settings
-from training.rl.trainer import AgentReport
+from training.rl.agent_stages import AgentReport
 
 
 @task(name="train-evaluate-register-agent")
 def train_agent_task(algo: str | None, iterations: int | None) -> AgentReport:
     """Train the agent (Ray RLlib), evaluate its exported policy held-out, register it with the gates."""
-    from training.rl.trainer import train_agent
+    from training.rl.agent_stages import train_agent
 
     report = train_agent(get_settings(), algo=algo, iterations=iterations)
     metrics = report.evaluation.metrics

@@ -6,13 +6,13 @@ from prefect import flow, get_run_logger, task
 
 from finstream.config import get_settings
 from flows.data_pipeline import data_pipeline
-from training.trainer import TrainingReport
+from training.zoo_stages import TrainingReport
 
 
 @task(name="train-evaluate-promote")
 def train_task(families: list[str] | None, tasks: list[str] | None) -> TrainingReport:
     """Walk-forward evaluate every family, log to MLflow, register the best per task and apply the gates."""
-    from training.trainer import train
+    from training.zoo_stages import train
 
     report = train(get_settings(), families=families, tasks=tasks)
     logger = get_run_logger()

@@ -33,11 +33,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from finstream.config import Settings
-from finstream.errors import FinstreamError, SymbolError
+from finstream.errors import FinstreamError, StoreUnavailable, SymbolError, UnknownSymbol
+from finstream.file_snapshots import FileSnapshots
 from finstream.schema import BAR_COLUMNS
 from finstream.symbols import parse_symbol
-from serving.features import StoreUnavailable, UnknownSymbol
-from serving.snapshots import FileSnapshots
 
 log = logging.getLogger(__name__)
 

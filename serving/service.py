@@ -5,7 +5,7 @@ headers (Retry-After) and the error bodies are exactly what clients see; BentoML
 /readyz itself. Run it with `finstream serve` or `bentoml serve serving.service:FinstreamService`.
 
 The hot endpoints (/predict, /signal, /quotes, /health, /ready) are `async`: with Redis they read the online
-row with one non-blocking HMGET (serving.features.RedisFeatureReader) and predict in place (tabular models
+row with one non-blocking HMGET (serving.online.RedisFeatureReader) and predict in place (tabular models
 take ~0.01-0.6 ms), so no request hops through a thread pool; responses are serialised by pydantic-core
 straight to bytes. Registry and file reads (/models, /history, /admin) stay in FastAPI's thread pool.
 """
@@ -35,7 +35,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from finstream.config import get_settings
 from finstream.errors import FinstreamError
-from serving.agent import AgentSymbolMismatch
+from finstream.models.agent import AgentSymbolMismatch
+from finstream.models.champions import (
+    AGENT_TASK,
+    DIRECTION_TASK,
+    RETURN_TASK,
+    ChampionModels,
+    LoadedModel,
+    NoChampion,
+)
+from finstream.models.inputs import FeatureRows, input_matrix
+from finstream.models.registry import CHALLENGER, CHAMPION
+from finstream.models.windows import FeatureWindows, InsufficientHistory
 from serving.audit import AuditLog
 from serving.auth import (
     Authenticator,
@@ -46,26 +57,16 @@ from serving.auth import (
     Role,
     presented_key,
 )
-from serving.features import (
+from serving.history import MAX_LIMIT as MAX_HISTORY
+from serving.history import BarHistory
+from serving.online import (
     PRICE_COLUMNS,
-    FeatureRows,
     RedisFeatureReader,
     StoreUnavailable,
     UnknownSymbol,
-    input_matrix,
     open_reader,
 )
-from serving.history import MAX_LIMIT as MAX_HISTORY
-from serving.history import BarHistory
-from serving.models import (
-    AGENT_TASK,
-    DIRECTION_TASK,
-    RETURN_TASK,
-    ChampionModels,
-    LoadedModel,
-    NoChampion,
-)
-from serving.schemas import (
+from serving.payloads import (
     MAX_SYMBOLS,
     ABSettingsBody,
     ABStatus,
@@ -90,8 +91,6 @@ from serving.schemas import (
     SupervisedSignal,
     SymbolSignal,
 )
-from serving.windows import FeatureWindows, InsufficientHistory
-from training.promotion import CHALLENGER, CHAMPION
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +368,7 @@ class FinstreamService:
     """Loads the registry's models, polls for alias moves, answers the JSON API."""
 
     def __init__(self) -> None:
-        from serving.models import ABSettings
+        from finstream.models.champions import ABSettings
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in server logs
         self.settings = get_settings()
@@ -667,7 +666,7 @@ class FinstreamService:
         )
 
     def _registry_rows(self) -> list[dict[str, Any]]:
-        from training.promotion import list_models
+        from finstream.models.registry import list_models
 
         try:
             return list_models(self.models._registry())

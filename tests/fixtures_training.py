@@ -8,7 +8,7 @@ from functools import lru_cache
 import pandas as pd
 
 from finstream.config import Settings
-from finstream.features import build_features
+from finstream.feature_table import build_features
 from finstream.sources.packaged import PackagedSource
 from finstream.symbols import parse_symbol
 from training.dataset import Dataset, dataset_from_frames

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from training.features import MODEL_FEATURES, STORE_FEATURES, model_inputs
+from finstream.models.inputs import MODEL_FEATURES, STORE_FEATURES, model_inputs
 
 log = logging.getLogger(__name__)
 

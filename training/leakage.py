@@ -15,8 +15,8 @@ import pandas as pd
 
 from finstream.config import TrainParams
 from finstream.errors import FinstreamError
+from finstream.models.zoo.base import Task
 from training.dataset import Dataset
-from training.models.base import Task
 from training.walk_forward import WalkForwardResult, oos_period_start
 
 log = logging.getLogger(__name__)

@@ -37,7 +37,7 @@ def leaderboard_from_mlflow(settings: Settings) -> pd.DataFrame:
     """The latest walk-forward run per (task, scope): one row per family with its overall metrics."""
     import mlflow
 
-    from training.tracking import configure_mlflow
+    from finstream.models.tracking import configure_mlflow
 
     configure_mlflow(settings)
     frames = []

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from finstream.config import Settings
 from finstream.errors import NoDataError
+from finstream.models.inputs import STORE_FEATURES
 from finstream.storage import read_bars
 from finstream.symbols import parse_symbols
 from training.dataset import Dataset, add_targets, assemble
-from training.features import STORE_FEATURES
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,7 @@ def _space(family: str) -> dict[str, Any]:
 def _trial(
     config: dict[str, Any], dataset: Dataset, family: str, task: str, params: TrainParams
 ) -> dict[str, float]:
-    from training.models import make_model
+    from finstream.models.zoo import make_model
     from training.walk_forward import evaluate
 
     inner = params.model_copy(update={"test_years": params.test_years / 2, "folds": 2})
@@ -86,7 +86,7 @@ def tune_family(settings: Settings, dataset: Dataset, family: str, task: str) ->
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from training.tracking import tracking_uri
+    from finstream.models.tracking import tracking_uri
 
     window = tuning_window(dataset, params)
     started_ray = not ray.is_initialized()

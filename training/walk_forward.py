@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from finstream.config import TrainParams
+from finstream.models.zoo.base import Forecaster, Task
 from training.backtest import (
     BacktestResult,
     backtest,
@@ -28,7 +29,6 @@ from training.backtest import (
 )
 from training.dataset import Dataset
 from training.metrics import classification_metrics, dm_test, historical_mean, regression_metrics
-from training.models.base import Forecaster, Task
 
 log = logging.getLogger(__name__)
 

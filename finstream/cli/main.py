@@ -91,7 +91,7 @@ def ingest(
 ) -> None:
     """Fetch daily bars through the source router (failover ends at the packaged real history)."""
     from finstream.cli.render import ingest_table
-    from finstream.stages import ingest_stage
+    from finstream.data_stages import ingest_stage
 
     report = ingest_stage(_settings(), symbols, source, _date(start, "--start"), _date(end, "--end"))
     console.print(ingest_table(report))
@@ -104,7 +104,7 @@ def ingest(
 def validate() -> None:
     """Run the Great Expectations suite: clean rows go on, failing rows go to quarantine with reasons."""
     from finstream.cli.render import validate_table
-    from finstream.stages import validate_stage
+    from finstream.data_stages import validate_stage
 
     console.print(validate_table(validate_stage(_settings())))
 
@@ -114,7 +114,7 @@ def validate() -> None:
 def features() -> None:
     """Compute every indicator of the spec over the validated bars."""
     from finstream.cli.render import features_table
-    from finstream.stages import features_stage
+    from finstream.data_stages import features_stage
 
     console.print(features_table(features_stage(_settings())))
 
@@ -124,7 +124,7 @@ def features() -> None:
 def materialize() -> None:
     """Apply the Feast definitions and load the latest features into the online store."""
     from finstream.cli.render import materialize_table
-    from finstream.stages import materialize_stage
+    from finstream.data_stages import materialize_stage
 
     console.print(materialize_table(materialize_stage(_settings())))
 
@@ -189,7 +189,7 @@ def train(families: FamiliesOpt = None, tasks: TasksOpt = None) -> None:
     if unknown_tasks:
         raise SymbolError(f"unknown task(s) {sorted(unknown_tasks)}: use regression and/or classification")
     if fams:
-        from training.models import FAMILIES
+        from finstream.models.zoo import FAMILIES
 
         unknown = sorted(set(fams) - set(FAMILIES))
         if unknown:

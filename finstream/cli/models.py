@@ -52,7 +52,7 @@ def cli_errors(fn: F) -> F:
 
 def _client() -> MlflowClient:
     from finstream.cli.main import _settings
-    from training.tracking import configure_mlflow
+    from finstream.models.tracking import configure_mlflow
 
     return configure_mlflow(_settings())
 
@@ -61,7 +61,7 @@ def _client() -> MlflowClient:
 @cli_errors
 def list_models_command() -> None:
     """Every registered model and version with aliases, family, key metrics and the promotion decision."""
-    from training.promotion import list_models
+    from finstream.models.registry import list_models
 
     rows = list_models(_client())
     if not rows:
@@ -78,7 +78,7 @@ def promote_command(
     reason: Annotated[str, typer.Option(help="Why (kept in the version's tags and the audit).")] = "manual",
 ) -> None:
     """Make VERSION the champion of NAME now, bypassing the gates (the old champion can be rolled back to)."""
-    from training.promotion import champion_version, promote
+    from finstream.models.registry import champion_version, promote
 
     client = _client()
     before = champion_version(client, name)
@@ -94,7 +94,7 @@ def promote_command(
 @cli_errors
 def rollback_command(name: NameArg) -> None:
     """Give the champion alias of NAME back to the version the current champion replaced."""
-    from training.promotion import TAG_REASON, rollback
+    from finstream.models.registry import TAG_REASON, rollback
 
     mv = rollback(_client(), name)
     console.print(f"{escape(name)}: v{mv.version} is champion again ({escape(mv.tags.get(TAG_REASON, ''))})")

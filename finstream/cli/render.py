@@ -6,7 +6,7 @@ import pandas as pd
 from rich.console import Console, Group
 from rich.table import Table
 
-from finstream.stages import FeaturesReport, IngestReport, MaterializeReport, ValidateReport
+from finstream.data_stages import FeaturesReport, IngestReport, MaterializeReport, ValidateReport
 
 
 def ingest_table(report: IngestReport) -> Table:

@@ -20,7 +20,7 @@ from rich.markup import escape
 if TYPE_CHECKING:
     from rich.console import Group
 
-    from training.rl.trainer import AgentReport
+    from training.rl.agent_stages import AgentReport
 
 rl_app = typer.Typer(
     name="rl",
@@ -69,7 +69,7 @@ def train_command(
 ) -> None:
     """Run the Prefect rl_training_flow: train, evaluate held-out, export, register and gate the agent."""
     from finstream.cli.main import _settings, console
-    from training.rl.trainer import check_algo
+    from training.rl.agent_stages import check_algo
 
     settings = _settings()
     name = algo.value if algo is not None else settings.rl.algo

@@ -29,17 +29,17 @@ from typer.testing import CliRunner
 from finstream.cli import main as cli_main
 from finstream.cli import models as models_cli
 from finstream.config import PromotionParams, Settings
-from training.promotion import (
+from finstream.models.registry import (
     CHALLENGER,
     CHAMPION,
     REGISTERED_MODELS,
     RegistryError,
     list_models,
-    promote_or_challenge,
     register_candidate,
     rollback,
 )
-from training.tracking import configure_mlflow, ensure_experiment, tracking_uri
+from finstream.models.tracking import configure_mlflow, ensure_experiment, tracking_uri
+from training.promotion import promote_or_challenge
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 from tests_support import service_unavailable
 
-from finstream import registry_events
 from finstream.config import Settings
+from finstream.models import notices as registry_events
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,8 @@ def test_promotion_announces_alias_moves(settings: Settings, tmp_path: Any) -> N
     """training.promotion publishes every alias move it makes."""
     import mlflow
 
-    from training.promotion import promote
-    from training.tracking import configure_mlflow
+    from finstream.models.registry import promote
+    from finstream.models.tracking import configure_mlflow
 
     received: queue.Queue[dict[str, Any]] = queue.Queue()
     subscriber = registry_events.Subscriber(settings, received.put)

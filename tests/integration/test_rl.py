@@ -54,7 +54,7 @@ N_OBS = 200
 @pytest.fixture(scope="module")
 def rl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A FINSTREAM_HOME with CSI 300 2008-2018 features in Feast and fast RL settings (module-wide)."""
-    from finstream.stages import features_stage, ingest_stage, materialize_stage, validate_stage
+    from finstream.data_stages import features_stage, ingest_stage, materialize_stage, validate_stage
 
     root = tmp_path_factory.mktemp("rl")
     with pytest.MonkeyPatch.context() as mp:
@@ -96,7 +96,7 @@ def _rlmodule_actions(checkpoint: Path, obs: np.ndarray, algo: str) -> np.ndarra
 
 
 def _check_tracked_and_registered(settings: Settings, report, algo: str) -> None:  # type: ignore[no-untyped-def]
-    from training.tracking import configure_mlflow
+    from finstream.models.tracking import configure_mlflow
 
     client = configure_mlflow(settings)
     run = client.get_run(report.run_id)
@@ -129,7 +129,7 @@ def _assert_loads_without_ray(settings: Settings, policy_path: Path, model_uri: 
 import sys
 import numpy as np
 import pandas as pd
-from training.rl.export import load_policy
+from finstream.models.policy import load_policy
 action = load_policy({str(policy_path)!r})(np.zeros({dim}, dtype=np.float32))
 import mlflow
 model = mlflow.pyfunc.load_model({model_uri!r})
@@ -150,12 +150,12 @@ def test_ppo_agent_trains_exports_evaluates_and_registers(
     from typer.testing import CliRunner
 
     from finstream.cli.rl import rl_app
-    from training.promotion import promote
+    from finstream.models.registry import promote
+    from finstream.models.tracking import configure_mlflow
+    from training.rl.agent_stages import train_agent
     from training.rl.evaluate import collect_observations
     from training.rl.export import load_policy, module_checkpoint, obs_columns
-    from training.rl.trainer import train_agent
-    from training.tracking import configure_mlflow
-    from training.trainer import train
+    from training.zoo_stages import train
 
     # a supervised champion to compare with (promoted by hand: the gates are not what is tested here)
     supervised = train(rl_home, families=["ridge"], tasks=["classification"])
@@ -207,9 +207,9 @@ def test_ppo_agent_trains_exports_evaluates_and_registers(
 
 
 def test_dqn_agent_trains_exports_and_meets_the_gates(rl_home: Settings, held_out: dict) -> None:
+    from finstream.models.policy import load_policy
+    from training.rl.agent_stages import build_algo_config, train_agent
     from training.rl.evaluate import collect_observations
-    from training.rl.export import load_policy
-    from training.rl.trainer import build_algo_config, train_agent
 
     with pytest.raises(ConfigError, match="discrete action space"):
         build_algo_config("dqn", {}, RLParams(action_mode="continuous"))
@@ -223,9 +223,9 @@ def test_dqn_agent_trains_exports_and_meets_the_gates(rl_home: Settings, held_ou
 
 
 def test_continuous_ppo_exports_the_clipped_mean(rl_home: Settings, held_out: dict) -> None:
+    from finstream.models.policy import load_policy
+    from training.rl.agent_stages import train_agent
     from training.rl.evaluate import collect_observations
-    from training.rl.export import load_policy
-    from training.rl.trainer import train_agent
 
     rl = rl_home.rl.model_copy(update={"action_mode": "continuous"})
     report = train_agent(rl_home.model_copy(update={"rl": rl}), algo="ppo", iterations=1)

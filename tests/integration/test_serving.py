@@ -25,7 +25,7 @@ from tests_support import isolate_env, service_unavailable
 
 from finstream.cli.serve import serve_command
 from finstream.config import Settings
-from finstream.stages import features_stage, ingest_stage, materialize_stage, validate_stage
+from finstream.data_stages import features_stage, ingest_stage, materialize_stage, validate_stage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -216,10 +216,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     can cut), ridge champions v1, an lstm return model (registered, not champion), a PPO agent champion
     (1 iteration on CSI 300), and two servers: one on that registry, one on an empty registry."""
     from finstream import featurestore
-    from training.promotion import champion_version, promote
-    from training.rl.trainer import train_agent
-    from training.tracking import configure_mlflow
-    from training.trainer import train
+    from finstream.models.registry import champion_version, promote
+    from finstream.models.tracking import configure_mlflow
+    from training.rl.agent_stages import train_agent
+    from training.zoo_stages import train
 
     _require_redis()
     workdir = tmp_path_factory.mktemp("serving")
@@ -339,9 +339,9 @@ def test_predict_returns_forecasts_from_the_champions(served: Served) -> None:
 
 
 def test_serving_inputs_match_the_training_transform(served: Served) -> None:
-    """The numpy input path of serving equals training.features.model_inputs + one-hot columns."""
-    from serving.features import FeatureReader, input_matrix
-    from training.features import MODEL_FEATURES, model_inputs
+    """The numpy input path of serving equals finstream.models.inputs.model_inputs + one-hot columns."""
+    from finstream.models.inputs import MODEL_FEATURES, model_inputs
+    from serving.online import FeatureReader, input_matrix
 
     rows = FeatureReader(served.settings).latest(SYMBOLS)
     frame = pd.DataFrame(rows.values)
@@ -356,7 +356,7 @@ def test_direct_redis_reader_returns_what_feast_returns(served: Served) -> None:
     """The server's direct HMGET reader decodes Feast's Redis rows exactly as get_online_features does."""
     import asyncio
 
-    from serving.features import FeatureReader, RedisFeatureReader, UnknownSymbol
+    from serving.online import FeatureReader, RedisFeatureReader, UnknownSymbol
 
     feast_rows = FeatureReader(served.settings).latest([*SYMBOLS, "^GSPC"])
     direct = RedisFeatureReader(served.settings)
@@ -465,8 +465,8 @@ def test_rate_limit_429_with_retry_after(served: Served) -> None:
 
 
 def test_hot_reload_follows_the_champion_alias_without_restart(served: Served) -> None:
-    from training.promotion import promote
-    from training.tracking import configure_mlflow
+    from finstream.models.registry import promote
+    from finstream.models.tracking import configure_mlflow
 
     client = configure_mlflow(served.settings)
     v2 = _copy_of_v1(client)
@@ -626,9 +626,9 @@ def test_history_returns_validated_bars(served: Served) -> None:
 
 
 def test_signal_gives_the_agent_and_the_supervised_signal(served: Served) -> None:
-    from serving.agent import load_agent
-    from serving.windows import FeatureWindows
-    from training.tracking import configure_mlflow
+    from finstream.models.agent import load_agent
+    from finstream.models.tracking import configure_mlflow
+    from finstream.models.windows import FeatureWindows
 
     body = {"symbols": [AGENT_SYMBOL, "^GSPC"], "positions": {AGENT_SYMBOL: 1.0}, "equity_return": 0.05}
     with _client(served.main, "trader-key") as http:
@@ -666,10 +666,10 @@ def test_signal_gives_the_agent_and_the_supervised_signal(served: Served) -> Non
 def test_sequence_model_challenger_and_ab_settings(served: Served) -> None:
     """An lstm (sequence model) as challenger: split 100% serves it from its feature window, 0% the
     champion, shadow runs it beside the champion; every change is in the audit log."""
+    from finstream.models.inputs import MODEL_FEATURES, model_inputs
+    from finstream.models.pyfunc import load_forecaster, unwrap_forecaster
+    from finstream.models.tracking import configure_mlflow
     from serving.audit import verify
-    from training.features import MODEL_FEATURES, model_inputs
-    from training.mlflow_model import load_forecaster, unwrap_forecaster
-    from training.tracking import configure_mlflow
 
     client = configure_mlflow(served.settings)
     client.set_registered_model_alias(RETURN_MODEL, "challenger", served.lstm_version)
@@ -752,8 +752,8 @@ def test_every_worker_follows_a_promotion_at_once_without_polling(served: Served
     """Two workers that never poll: the promotion's registry notice (Redis pub/sub) moves both."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from training.promotion import promote
-    from training.tracking import configure_mlflow
+    from finstream.models.registry import promote
+    from finstream.models.tracking import configure_mlflow
 
     client = configure_mlflow(served.settings)
     copy = _copy_of_v1(client)

@@ -40,16 +40,16 @@ ENV = {
 @dataclass
 class Trained:
     settings: Settings
-    report: Any  # training.rl.trainer.AgentReport
+    report: Any  # training.rl.agent_stages.AgentReport
     test_config: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """Real stages into a fresh home, then `train_agent` (PPO, 1 iteration): a registered finstream-agent."""
-    from finstream.stages import features_stage, ingest_stage, validate_stage
+    from finstream.data_stages import features_stage, ingest_stage, validate_stage
+    from training.rl.agent_stages import train_agent
     from training.rl.env import env_config_from_dataset
-    from training.rl.trainer import train_agent
     from training.store_dataset import load_training_set
 
     root = tmp_path_factory.mktemp("served-agent")
@@ -66,11 +66,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
 
 
 def test_load_agent_acts_like_the_exported_policy(trained: Trained) -> None:
-    from serving.agent import REGISTERED_AGENT, load_agent
+    from finstream.models.agent import REGISTERED_AGENT, load_agent
+    from finstream.models.policy import load_policy
+    from finstream.models.tracking import configure_mlflow
     from training.rl.env import TradingEnv
     from training.rl.evaluate import collect_observations
-    from training.rl.export import load_policy
-    from training.tracking import configure_mlflow
 
     agent = load_agent(configure_mlflow(trained.settings), REGISTERED_AGENT, trained.report.version)
     cfg = trained.test_config
@@ -93,10 +93,10 @@ def test_served_observations_from_the_features_parquet_equal_the_envs(trained: T
 
     Served step by step over the whole held-out period, the agent reproduces its evaluated rollout exactly.
     """
-    from serving.agent import REGISTERED_AGENT, load_agent
-    from serving.windows import FeatureWindows
+    from finstream.models.agent import REGISTERED_AGENT, load_agent
+    from finstream.models.tracking import configure_mlflow
+    from finstream.models.windows import FeatureWindows
     from training.rl.env import TradingEnv
-    from training.tracking import configure_mlflow
 
     agent = load_agent(configure_mlflow(trained.settings), REGISTERED_AGENT, trained.report.version)
     windows = FeatureWindows(trained.settings)
@@ -132,9 +132,9 @@ def test_loads_and_serves_without_ray(trained: Trained) -> None:
     code = f"""
 import sys
 from finstream.config import Settings
-from serving.agent import REGISTERED_AGENT, load_agent
-from serving.windows import FeatureWindows
-from training.tracking import configure_mlflow
+from finstream.models.agent import REGISTERED_AGENT, load_agent
+from finstream.models.windows import FeatureWindows
+from finstream.models.tracking import configure_mlflow
 settings = Settings()
 agent = load_agent(configure_mlflow(settings), REGISTERED_AGENT, {trained.report.version!r})
 signal = agent.signal(FeatureWindows(settings), position=1.0)

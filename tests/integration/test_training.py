@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from finstream.cli.main import app
 from finstream.config import Settings
-from finstream.stages import features_stage, ingest_stage, materialize_stage, validate_stage
+from finstream.data_stages import features_stage, ingest_stage, materialize_stage, validate_stage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,10 +42,10 @@ def trained_home(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Setting
 
 
 def test_train_logs_evaluates_registers_and_gates(trained_home: Settings) -> None:
-    from training.promotion import REGISTERED_MODELS
+    from finstream.models.registry import REGISTERED_MODELS
+    from finstream.models.tracking import configure_mlflow
     from training.store_dataset import file_md5
-    from training.tracking import configure_mlflow
-    from training.trainer import train
+    from training.zoo_stages import train
 
     report = train(
         trained_home, families=["ridge", "xgboost", "lstm"], tasks=["regression", "classification"]
@@ -96,8 +96,8 @@ def test_train_logs_evaluates_registers_and_gates(trained_home: Settings) -> Non
 
 
 def test_ray_tune_tracks_every_trial_and_never_sees_the_test_period(trained_home: Settings) -> None:
+    from finstream.models.tracking import configure_mlflow
     from training.store_dataset import load_training_set
-    from training.tracking import configure_mlflow
     from training.tune import tune_family, tuning_window
 
     settings = trained_home.model_copy(

@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 
 from finstream.config import CostParams, TrainParams
 from finstream.errors import FinstreamError
+from finstream.models.zoo.base import Forecaster
 from training import metrics as m
 from training.backtest import (
     backtest,
@@ -32,7 +33,6 @@ from training.leakage import (
     check_model_leakage,
     feature_target_correlations,
 )
-from training.models.base import Forecaster
 from training.plots import equity_plot, evaluation_plots, feature_importance_plot, prediction_plot
 from training.walk_forward import WalkForwardResult, evaluate, walk_forward_splits
 

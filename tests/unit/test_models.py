@@ -18,11 +18,11 @@ from fixtures_training import real_dataset
 from scipy.stats import norm
 from sklearn.metrics import log_loss
 
-from training.mlflow_model import load_forecaster, log_forecaster, pip_requirements, unwrap_forecaster
-from training.models import FAMILIES, Forecaster, load_model, make_model
-from training.models.ensembles import BMAForecaster
-from training.models.rows import SymbolRows
-from training.models.tabular import p_up
+from finstream.models.pyfunc import load_forecaster, log_forecaster, pip_requirements, unwrap_forecaster
+from finstream.models.zoo import FAMILIES, Forecaster, load_model, make_model
+from finstream.models.zoo.ensembles import BMAForecaster
+from finstream.models.zoo.rows import SymbolRows
+from finstream.models.zoo.tabular import p_up
 
 TRAIN_ROWS = 2500
 TASKS = ("regression", "classification")

@@ -8,7 +8,8 @@ import pytest
 
 from finstream.config import PromotionParams
 from finstream.errors import ConfigError, FinstreamError
-from training.promotion import Decision, RegistryError, decide
+from finstream.models.registry import RegistryError
+from training.promotion import Decision, decide
 
 PARAMS = PromotionParams(metric="ic", min_improvement=0.005, max_dm_pvalue=0.10, min_folds=3)
 

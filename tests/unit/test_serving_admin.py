@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from tests_support import REPO
 
+from finstream.models.champions import ABSettings
 from serving.audit import GENESIS, AuditLog, verify
-from serving.models import ABSettings
 
 
 def test_audit_log_chains_entries_and_never_rewrites(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The served agent rebuilds TradingEnv's observations exactly and maps actions as the env does (real CSI 300)
 
 The policies here are tiny TorchScript nets: the policy is not under test, the observation and the
-action → position mapping around it are. Agents are built from `training.rl.trainer.env_spec`, the spec
+action → position mapping around it are. Agents are built from `training.rl.agent_stages.env_spec`, the spec
 training logs with every registered agent.
 """
 
@@ -20,21 +20,21 @@ from fixtures_training import real_dataset
 from torch import nn
 
 from finstream.config import CostParams, RLParams, Settings
-from finstream.features import build_features
-from finstream.sources.packaged import PackagedSource
-from finstream.storage import write_parquet_atomic
-from finstream.symbols import parse_symbol
-from serving.agent import (
+from finstream.feature_table import build_features
+from finstream.models.agent import (
     AgentSpecError,
     AgentSymbolMismatch,
     LoadedAgent,
     agent_from_metadata,
     agent_from_model_dir,
 )
-from serving.windows import FeatureWindows
+from finstream.models.policy import META_FILE, Policy, load_policy
+from finstream.models.windows import FeatureWindows
+from finstream.sources.packaged import PackagedSource
+from finstream.storage import write_parquet_atomic
+from finstream.symbols import parse_symbol
+from training.rl.agent_stages import env_spec
 from training.rl.env import TradingEnv, env_config_from_dataset
-from training.rl.export import META_FILE, Policy, load_policy
-from training.rl.trainer import env_spec
 
 SYMBOL = "000300.SH"
 
@@ -235,8 +235,8 @@ def test_loads_from_an_mlflow_model_folder(tmp_path: Path) -> None:
     """The folder `log_policy` writes: MLmodel metadata (policy meta + env) and the TorchScript file."""
     import mlflow
 
-    from training.rl.export import ARTIFACT
-    from training.rl.export import __getattr__ as export_attr
+    from finstream.models.policy import ARTIFACT
+    from finstream.models.policy import __getattr__ as export_attr
 
     cfg = _config("test", "long_short", 4)
     obs_dim = 4 * 29 + 2

@@ -12,16 +12,16 @@ import pytest
 from tests_support import isolate_env
 
 from finstream.config import Settings
+from finstream.errors import StoreUnavailable, UnknownSymbol
 from finstream.schema import BAR_COLUMNS
 from finstream.storage import read_bars, write_parquet_atomic
-from serving.features import StoreUnavailable, UnknownSymbol
 from serving.history import MAX_LIMIT, BarHistory
 
 
 @pytest.fixture(scope="module")
 def validated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A FINSTREAM_HOME after `finstream ingest -s 000300.SH,^GSPC --source packaged` and `validate`."""
-    from finstream.stages import ingest_stage, validate_stage
+    from finstream.data_stages import ingest_stage, validate_stage
 
     root = tmp_path_factory.mktemp("history")
     with pytest.MonkeyPatch.context() as mp:

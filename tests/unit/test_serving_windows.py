@@ -13,14 +13,14 @@ import pytest
 from fixtures_training import real_dataset
 
 from finstream.config import Settings
-from finstream.features import build_features
+from finstream.errors import StoreUnavailable, UnknownSymbol
+from finstream.feature_table import build_features
+from finstream.models.inputs import MODEL_FEATURES
+from finstream.models.windows import FeatureWindows, InsufficientHistory
 from finstream.sources.packaged import PackagedSource
 from finstream.storage import write_parquet_atomic
 from finstream.symbols import parse_symbol
-from serving.features import StoreUnavailable, UnknownSymbol
-from serving.windows import FeatureWindows, InsufficientHistory
 from training.dataset import dataset_from_frames
-from training.features import MODEL_FEATURES
 
 SYMBOLS = ("000300.SH", "^GSPC")
 
@@ -134,7 +134,7 @@ def test_errors_name_the_fix(settings: Settings, home: Settings) -> None:
 def test_cached_per_file_version_and_reread_after_a_rewrite(
     home: Settings, features: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import serving.windows as sw
+    import finstream.models.windows as sw
 
     reads: list[object] = []
     real_read = sw.pq.read_table

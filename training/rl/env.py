@@ -47,6 +47,14 @@ from gymnasium import spaces
 
 from finstream.config import CostParams, RLParams
 from finstream.errors import SymbolError
+from finstream.models.observation import (
+    DEFAULT_CLIP,
+    DISCRETE_POSITIONS,
+    clean_features,
+    observation,
+    standardise,
+    target_position,
+)
 from finstream.symbols import parse_symbol
 from training.backtest import stamp_duty_applies, trade_cost
 from training.dataset import Dataset
@@ -54,11 +62,7 @@ from training.walk_forward import oos_period_start
 
 log = logging.getLogger(__name__)
 
-ActionMode = Literal["long_flat", "long_short", "continuous"]
 Policy = Callable[[np.ndarray], Any]
-
-#: target position of each discrete action
-DISCRETE_POSITIONS: dict[str, tuple[float, ...]] = {"long_flat": (0.0, 1.0), "long_short": (-1.0, 0.0, 1.0)}
 #: config keys the env reads (others, e.g. feature statistics from `env_config_from_dataset`, are kept)
 ENV_KEYS = frozenset(
     {
@@ -80,7 +84,7 @@ def _china(symbol: str) -> bool:
 
 
 def _features(raw: Any, clip: float) -> np.ndarray:
-    """Features as float32 [T, F], NaN → 0 and clipped to ±clip; warns when they look unscaled."""
+    """Features as float32 [T, F] (`clean_features`); warns when they look unscaled."""
     x = np.asarray(raw, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"features must be a non-empty [T, F] array, got shape {x.shape}")
@@ -92,7 +96,7 @@ def _features(raw: Any, clip: float) -> np.ndarray:
             100 * beyond,
             clip,
         )
-    return np.clip(np.nan_to_num(x, nan=0.0, posinf=clip, neginf=-clip), -clip, clip).astype(np.float32)
+    return clean_features(x, clip)
 
 
 class TradingEnv(gym.Env):
@@ -112,7 +116,7 @@ class TradingEnv(gym.Env):
         if unknown:
             log.warning("TradingEnv ignores unknown config keys %s", sorted(unknown))
         self.symbol = str(cfg["symbol"])
-        self.clip = float(cfg.get("clip", 10.0))
+        self.clip = float(cfg.get("clip", DEFAULT_CLIP))
         feats = _features(cfg["features"], self.clip)
         simple = np.expm1(np.asarray(cfg["returns"], dtype=np.float64).ravel())
         n_rows, n_feat = feats.shape
@@ -152,7 +156,6 @@ class TradingEnv(gym.Env):
         low = np.concatenate([np.full(self.window * n_feat, -self.clip), [self._low, -1.0]])
         high = np.concatenate([np.full(self.window * n_feat, self.clip), [1.0, self.clip]])
         self.observation_space = spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
-        self._obs_size = low.size
         self._t = self._end = lo
         self._position, self._equity, self._log_equity, self._log_peak = 0.0, 1.0, 0.0, 0.0
 
@@ -170,15 +173,7 @@ class TradingEnv(gym.Env):
 
     def position_of(self, action: Any) -> float:
         """The target position an action asks for (continuous actions are clipped into the action space)."""
-        if self._positions is not None:
-            i = int(action) if isinstance(action, int | np.integer) else int(np.asarray(action).item())
-            if not 0 <= i < len(self._positions):
-                raise ValueError(f"action {action!r} is not in {self.action_space}")
-            return self._positions[i]
-        value = np.asarray(action, dtype=np.float64)
-        if value.size != 1 or not np.isfinite(value).all():
-            raise ValueError(f"continuous action must be one finite number, got {action!r}")
-        return min(max(float(value.reshape(-1)[0]), self._low), 1.0)
+        return target_position(action, self._positions, self._low)
 
     def trade_cost(self, prev: float, pos: float) -> float:
         """Cost of moving from `prev` to `pos` as a fraction of equity (the backtest's own formula)."""
@@ -186,11 +181,9 @@ class TradingEnv(gym.Env):
 
     def _observe(self) -> np.ndarray:
         row = min(self._t, self._end - 1)
-        obs = np.empty(self._obs_size, np.float32)
-        obs[:-2] = self._padded[row : row + self.window].reshape(-1)
-        obs[-2] = self._position
-        obs[-1] = min(max(self._equity - 1.0, -1.0), self.clip)
-        return obs
+        return observation(
+            self._padded[row : row + self.window], self._position, self._equity - 1.0, self.clip
+        )
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -357,7 +350,7 @@ def env_config_from_dataset(
     part = slice(first, last)
     log.info("%s %s env: rows %d..%d, decisions from %d", symbol, period, first, last - 1, first + lo)
     return {
-        "features": ((x[part] - mean) / std).astype(np.float32),
+        "features": standardise(x[part], mean, std),
         "returns": dataset.y_return.iloc[rows[part]].to_numpy(dtype=np.float64),
         "symbol": symbol,
         "action_mode": params.action_mode,

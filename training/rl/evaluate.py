@@ -200,7 +200,7 @@ def find_supervised_champion(client: MlflowClient) -> tuple[str, str, Any] | Non
 def champion_inputs(names: list[str], dataset: Dataset, symbol: str) -> pd.DataFrame:
     """The symbol's rows (all of them, time order) with the columns the champion was logged with.
 
-    A pooled champion carries `is_<symbol>` indicator columns (training.trainer.with_symbol_indicators):
+    A pooled champion carries `is_<symbol>` indicator columns (training.zoo_stages.with_symbol_indicators):
     they are 1 for this symbol and 0 for the others, exactly as in its training set.
     """
     rows = dataset.X[dataset.X["symbol"] == symbol].reset_index(drop=True)
@@ -274,7 +274,8 @@ def _supervised(
 def training_end(version: Any) -> pd.Timestamp | None:
     """Last event time of the champion's training set: the end of its walk-forward out-of-sample predictions.
 
-    `training.trainer` fits the final model on every row of the set it evaluated walk-forward, whose last test
+    `training.zoo_stages` fits the final model on every row of the set it evaluated walk-forward, whose last
+    test
     block ends with the set. None when the run has no `evaluation/oos_predictions.parquet`.
     """
     import mlflow

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from training.models.rows import SymbolRows
-from training.models.storage import installed_version
-from training.models.tabular import TabularForecaster
+from finstream.models.zoo.rows import SymbolRows
+from finstream.models.zoo.storage import installed_version
+from finstream.models.zoo.tabular import TabularForecaster
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from training.models.base import Forecaster, Task
-from training.models.rows import feature_matrix, feature_names_of
-from training.models.storage import installed_version, read_meta, write_meta
+from finstream.models.zoo.base import Forecaster, Task
+from finstream.models.zoo.rows import feature_matrix, feature_names_of
+from finstream.models.zoo.storage import installed_version, read_meta, write_meta
 
 log = logging.getLogger(__name__)
 

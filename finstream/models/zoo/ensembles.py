@@ -19,11 +19,11 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from training.models.base import Forecaster, Task
-from training.models.linear import FoldedLinear
-from training.models.rows import SymbolRows, feature_matrix, feature_names_of
-from training.models.storage import read_meta, write_meta
-from training.models.tabular import TabularForecaster, check_task, sklearn_libraries, target_array
+from finstream.models.zoo.base import Forecaster, Task
+from finstream.models.zoo.linear import FoldedLinear
+from finstream.models.zoo.rows import SymbolRows, feature_matrix, feature_names_of
+from finstream.models.zoo.storage import read_meta, write_meta
+from finstream.models.zoo.tabular import TabularForecaster, check_task, sklearn_libraries, target_array
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class EnsembleForecaster(Forecaster):
         self.members_: list[Forecaster] = []
 
     def _new_members(self) -> list[Forecaster]:
-        from training.models import make_model  # the registry imports this module
+        from finstream.models.zoo import make_model  # the registry imports this module
 
         members = [make_model(family, self.task, **params) for family, params in self.specs]
         for m in members:
@@ -136,7 +136,7 @@ class EnsembleForecaster(Forecaster):
 
     @classmethod
     def load(cls, path: Path) -> Self:
-        from training.models import load_model  # the registry imports this module
+        from finstream.models.zoo import load_model  # the registry imports this module
 
         path = Path(path)
         meta = read_meta(path, cls.family)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from training.models.base import Forecaster
+from finstream.models.zoo.base import Forecaster
 
 log = logging.getLogger(__name__)
 

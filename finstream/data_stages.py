@@ -188,7 +188,7 @@ class FeaturesReport:
 
 def features_stage(settings: Settings) -> FeaturesReport:
     """Compute every indicator of the spec over the validated bars and write the feature parquet."""
-    from finstream.features import build_features
+    from finstream.feature_table import build_features
     from finstream.indicators import feature_names
 
     paths = settings.paths

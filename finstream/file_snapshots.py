@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from serving.features import StoreUnavailable
+from finstream.errors import StoreUnavailable
 
 
 class Keyed(Protocol):

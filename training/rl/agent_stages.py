@@ -25,6 +25,7 @@ import pandas as pd
 
 from finstream.config import RLParams, Settings
 from finstream.errors import ConfigError
+from finstream.models.registry import AGENT_MODEL
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT = "finstream-agent"
-REGISTERED_MODEL = "finstream-agent"
+EXPERIMENT = AGENT_MODEL
+REGISTERED_MODEL = AGENT_MODEL
 TASK = "trading-agent"
 ALGOS = ("ppo", "dqn")
 #: algo-dict keys that belong to `.env_runners(...)` and `.reporting(...)`; the rest go to `.training(...)`
@@ -272,12 +273,13 @@ def train_agent(settings: Settings, algo: str | None = None, iterations: int | N
     """Train `algo` (default rl.algo) `iterations` times on rl.symbol; evaluate held-out, export, register."""
     import mlflow
 
-    from training.promotion import promote_or_challenge, register_candidate
+    from finstream.models.registry import register_candidate
+    from finstream.models.tracking import configure_mlflow, ensure_experiment
+    from training.promotion import promote_or_challenge
     from training.rl.env import env_config_from_dataset
     from training.rl.evaluate import book_rollout, collect_observations, evaluate_agent, log_evaluation
     from training.rl.export import POLICY_FILE, export_policy, load_policy, log_policy
     from training.store_dataset import load_training_set
-    from training.tracking import configure_mlflow, ensure_experiment
 
     started = time.perf_counter()
     params = settings.rl

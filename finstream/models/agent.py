@@ -1,23 +1,18 @@
-"""The registered RL trading agent for `POST /signal`: its policy, and observations built as training does.
+"""The registered RL trading agent: its exported policy, and observations built exactly as in training.
 
-`training.rl.trainer.train_agent` registers each agent as a version of `finstream-agent`: a pyfunc model
-whose artifact is the Ray-free TorchScript policy (`training.rl.export`) and whose metadata holds the
-policy's own meta plus `env`, the environment spec (`training.rl.trainer.env_spec`: symbol, action_mode,
-window, feature_names, feature_mean, feature_std, clip). `load_agent` downloads the version, loads the
-policy with `training.rl.export.load_policy` (torch only: Ray is never imported) and checks the spec.
+Training (`training.rl.agent_stages`) registers each agent as a version of `finstream-agent`: a pyfunc model
+whose artifact is the Ray-free TorchScript policy (`finstream.models.policy`) and whose metadata holds the
+policy's own meta plus `env`, the environment spec (symbol, action_mode, window, feature_names,
+feature_mean, feature_std, clip). `load_agent` downloads the version, loads the policy (torch only: Ray and
+gymnasium are never imported) and checks the spec.
 
-Observation (`LoadedAgent.observation`) = `training.rl.env.TradingEnv._observe`, bit for bit: the last
-`window` rows of raw model inputs (`serving.windows.FeatureWindows`, the rows training used), standardised
-with the training rows' mean/std in float64 and stored as float32 (`env_config_from_dataset`), then NaN → 0,
-±inf and values beyond ±clip → ±clip (`TradingEnv._features`), row-major oldest first; then the position
-held coming into the bar; then equity − 1 clipped to [−1, clip]. The env's episode equity has no meaning
-for a live account: callers pass their own return since they started following the agent, 0 by default
-(the state every training and held-out episode starts in). `clip` defaults to 10.0, the env's default, when
-the spec lacks it (`env_config_from_dataset` does not set it, so every agent trained so far used 10.0).
-
-Action → position (`LoadedAgent.act`) = `TradingEnv.position_of`: discrete actions index
-DISCRETE_POSITIONS[action_mode]; a continuous action is clipped into [low, 1], low = the policy's Box low.
-The position is the one to hold from this bar's close to the next (decisions are made at the close).
+Observation and action mapping are `finstream.models.observation`, the functions the training environment
+uses: the last `window` rows of raw model inputs (`finstream.models.windows.FeatureWindows`, the rows
+training used), standardised with the training rows' statistics, then the position held coming into the
+bar, then equity − 1. Episode equity has no meaning for a live account: callers pass their own return since
+they started following the agent, 0 by default (the state every training and held-out episode starts in).
+`clip` defaults to 10.0, the env's default, when the spec lacks it. The position is the one to hold from
+this bar's close to the next (decisions are made at the close).
 
 Symbol policy. An agent is trained, evaluated and promoted on one symbol (`trained_on`): its standardisation
 is that symbol's training-period mean/std, its reward booked that symbol's costs (stamp duty, T+1), and the
@@ -42,14 +37,22 @@ import numpy as np
 import pandas as pd
 
 from finstream.errors import FinstreamError
-from training.rl.env import DISCRETE_POSITIONS
-from training.rl.export import ARTIFACT, POLICY_FILE, Policy, load_policy
-from training.rl.trainer import REGISTERED_MODEL as REGISTERED_AGENT  # imports Ray only inside functions
+from finstream.models.observation import (
+    ACTION_MODES,
+    DEFAULT_CLIP,
+    DISCRETE_POSITIONS,
+    clean_features,
+    observation,
+    standardise,
+    target_position,
+)
+from finstream.models.policy import ARTIFACT, POLICY_FILE, Policy, load_policy
+from finstream.models.registry import AGENT_MODEL as REGISTERED_AGENT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from serving.windows import FeatureWindows
+    from finstream.models.windows import FeatureWindows
 
 __all__ = [
     "REGISTERED_AGENT",
@@ -64,8 +67,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CLIP = 10.0  # TradingEnv's default `clip` (env_config_from_dataset does not set one)
-ACTION_MODES = ("long_flat", "long_short", "continuous")
 REQUIRED_SPEC = ("symbol", "action_mode", "window", "feature_names", "feature_mean", "feature_std")
 
 
@@ -158,32 +159,19 @@ class LoadedAgent:
             raise ValueError(f"position must be a number in [{self.low:g}, 1], got {position}")
         if not math.isfinite(equity_return):
             raise ValueError(f"equity_return must be a finite number, got {equity_return}")
-        clip = self.clip
-        standard = ((x - self.mean) / self.std).astype(np.float32)  # env_config_from_dataset
-        rows = np.nan_to_num(standard.astype(np.float64), nan=0.0, posinf=clip, neginf=-clip)  # _features
-        obs = np.empty(self.obs_dim, np.float32)
-        obs[:-2] = np.clip(rows, -clip, clip).astype(np.float32).reshape(-1)
-        obs[-2] = position
-        obs[-1] = min(max(equity_return, -1.0), clip)
-        return obs
+        rows = clean_features(standardise(x, self.mean, self.std), self.clip)
+        return observation(rows, position, equity_return, self.clip)
 
     def act(self, obs: np.ndarray) -> tuple[int | list[float], float]:
         """(greedy action, target position) for one observation, mapped as TradingEnv.position_of does."""
         raw = self.policy(np.asarray(obs, dtype=np.float32))
-        positions = self.positions
-        if positions is not None:
-            i = int(raw)
-            if not 0 <= i < len(positions):
-                raise FinstreamError(
-                    f"{self.name} v{self.version} answered action {i}, not in 0..{len(positions) - 1}"
-                )
-            return i, positions[i]
-        values = np.asarray(raw, dtype=np.float64).reshape(-1)
-        if values.size != 1 or not np.isfinite(values).all():
-            raise FinstreamError(
-                f"{self.name} v{self.version} answered {values.tolist()}, not one finite number"
-            )
-        return [float(v) for v in values], min(max(float(values[0]), self.low), 1.0)
+        try:
+            target = target_position(raw, self.positions, self.low)
+        except ValueError as exc:
+            raise FinstreamError(f"{self.name} v{self.version} answered action {raw!r}: {exc}") from None
+        if self.positions is not None:
+            return int(raw), target
+        return [float(v) for v in np.asarray(raw, dtype=np.float64).reshape(-1)], target
 
     def check_symbol(self, symbol: str, allow_other_symbol: bool = False) -> bool:
         """True if `symbol` is the one the agent was trained on; AgentSymbolMismatch unless allowed."""

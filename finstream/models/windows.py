@@ -1,9 +1,11 @@
 """The last N model-input rows of a symbol, read from the features parquet: history for windowed models.
 
-The online store holds one row per symbol; the RL agent (`serving.agent`) and sequence models need the
+The online store holds one row per symbol; the RL agent (`finstream.models.agent`) and sequence models need
+the
 window of rows before it. The rows are exactly what training feeds models: the `features` stage's parquet
 (`Paths.features`, the file Feast's offline store reads), turned into inputs by
-`training.features.model_inputs`, with the rows dropped that `training.dataset.assemble` drops (any input
+`finstream.models.inputs.model_inputs`, with the rows dropped that `training.dataset.assemble` drops (any
+input
 NaN or ±inf). So a symbol's rows here are its training rows in time order, plus the newest bars whose
 next-period target is not known yet (training needs the target; a server does not).
 
@@ -26,17 +28,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from finstream.config import Settings
-from finstream.errors import FinstreamError, SymbolError
+from finstream.errors import FinstreamError, StoreUnavailable, SymbolError, UnknownSymbol
+from finstream.file_snapshots import FileSnapshots
+from finstream.models.inputs import MODEL_FEATURES, ONEHOT_PREFIX, STORE_FEATURES, model_inputs
 from finstream.symbols import parse_symbol
-from serving.features import StoreUnavailable, UnknownSymbol
-from serving.snapshots import FileSnapshots
-from training.features import MODEL_FEATURES, STORE_FEATURES, model_inputs
 
 log = logging.getLogger(__name__)
 
 SYMBOL_COLUMN = "symbol"
 TIME_COLUMN = "event_timestamp"
-INDICATOR_PREFIX = "is_"  # pooled models' symbol one-hot columns (training.trainer.with_symbol_indicators)
 _FEATURE_INDEX = {name: i for i, name in enumerate(MODEL_FEATURES)}
 
 
@@ -154,8 +154,8 @@ class FeatureWindows:
         for j, column in enumerate(columns):
             if column in _FEATURE_INDEX:
                 index[j] = _FEATURE_INDEX[column]
-            elif column.startswith(INDICATOR_PREFIX):
-                indicators.append((j, column[len(INDICATOR_PREFIX) :]))
+            elif column.startswith(ONEHOT_PREFIX):
+                indicators.append((j, column[len(ONEHOT_PREFIX) :]))
             else:
                 raise StoreUnavailable(
                     f"the model wants input {column!r}, which is not built from the features parquet "

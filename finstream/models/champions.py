@@ -1,13 +1,13 @@
 """Registry models served: the `champion` (and, during an A/B test, the `challenger`) of each task.
 
-Each registered model (`training.promotion.REGISTERED_MODELS`, and the RL agent `finstream-agent`) is held
+Each registered model (`registry.REGISTERED_MODELS`, and the RL agent `finstream-agent`) is held
 per alias as one immutable loaded object. A request reads the reference once and predicts with that object
 to the end, so a reload (a background poll of the aliases every N seconds, or POST /admin/reload) never
 changes a model under a request in flight.
 
 The A/B settings live in the registry too (a tag on `finstream-return`), so every worker process of the
 server follows the same experiment: `PUT /admin/ab` writes the tag and applies it at once in the worker
-that answered. With Redis, every alias move (promotion code publishes one, `finstream.registry_events`),
+that answered. With Redis, every alias move (promotion code publishes one, `finstream.models.notices`),
 reload and A/B change is announced over pub/sub and every worker re-reads the registry at once; the poll
 stays as the fallback.
 """
@@ -29,14 +29,13 @@ import pandas as pd
 
 from finstream.config import Settings
 from finstream.errors import FinstreamError
-from training.promotion import CHALLENGER, CHAMPION, REGISTERED_MODELS
+from finstream.models.registry import AGENT_MODEL, CHALLENGER, CHAMPION, REGISTERED_MODELS
 
 log = logging.getLogger(__name__)
 
 RETURN_TASK = "regression"
 DIRECTION_TASK = "classification"
 AGENT_TASK = "agent"
-AGENT_MODEL = "finstream-agent"  # training.rl.trainer.REGISTERED_MODEL (not imported: it pulls in Ray)
 AB_TAG = "finstream.serving.ab"
 ABMode = Literal["off", "split", "shadow"]
 
@@ -82,7 +81,8 @@ class LoadedModel:
     """One registry version ready to predict: the Forecaster and the exact input columns it was trained on.
 
     Sequence models (`window` set) predict from the last `window` feature rows of each symbol
-    (`serving.windows.FeatureWindows`, the features parquet training read) ending at the online row's bar.
+    (`finstream.models.windows.FeatureWindows`, the features parquet training read) ending at the online
+    row's bar.
     """
 
     name: str
@@ -135,7 +135,7 @@ def _input_columns(pyfunc_model: Any, forecaster: Any) -> tuple[str, ...]:
 
 def load_version(client: Any, name: str, version: str) -> LoadedModel:
     """Load `name` version `version` through MLflow (tabular or sequence model)."""
-    from training.mlflow_model import load_forecaster, unwrap_forecaster
+    from finstream.models.pyfunc import load_forecaster, unwrap_forecaster
 
     mv = client.get_model_version(name, version)
     pyfunc_model = load_forecaster(f"models:/{name}/{version}")
@@ -175,7 +175,7 @@ class ChampionModels:
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._events: Any = None  # finstream.registry_events.Subscriber, with Redis
+        self._events: Any = None  # finstream.models.notices.Subscriber, with Redis
         self._client: Any = None
 
     def get(self, task: str, alias: str = CHAMPION) -> Any | None:
@@ -200,7 +200,7 @@ class ChampionModels:
 
     def _registry(self) -> Any:
         if self._client is None:
-            from training.tracking import configure_mlflow
+            from finstream.models.tracking import configure_mlflow
 
             self._client = configure_mlflow(self.settings)
         return self._client
@@ -271,7 +271,7 @@ class ChampionModels:
 
     def _load(self, task: str, name: str, version: str) -> Any:
         if task == AGENT_TASK:
-            from serving.agent import load_agent
+            from finstream.models.agent import load_agent
 
             return load_agent(self._registry(), name, version)
         return load_version(self._registry(), name, version)
@@ -320,7 +320,7 @@ class ChampionModels:
     def start(self) -> None:
         """Follow registry notices (with Redis) and poll every `poll_seconds` (0 or less: no polling)."""
         if self.settings.redis_url and self._events is None:
-            from finstream.registry_events import Subscriber
+            from finstream.models.notices import Subscriber
 
             self._events = Subscriber(self.settings, self._on_notice)
             self._events.start()
@@ -336,7 +336,7 @@ class ChampionModels:
 
     def announce(self, action: str) -> None:
         """Tell the other workers (and replicas) to re-read the registry now."""
-        from finstream.registry_events import publish
+        from finstream.models.notices import publish
 
         publish({"action": action}, self.settings)
 

@@ -23,8 +23,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
-from training.models.rows import SymbolRows
-from training.models.tabular import TabularForecaster
+from finstream.models.zoo.rows import SymbolRows
+from finstream.models.zoo.tabular import TabularForecaster
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from training.models.tabular import TabularForecaster
+from finstream.models.zoo.tabular import TabularForecaster
 
 
 @dataclass(frozen=True)

@@ -81,12 +81,16 @@ def _scopes(dataset: Dataset, settings: Settings) -> list[tuple[str, Dataset]]:
 
 
 def with_symbol_indicators(dataset: Dataset) -> Dataset:
-    """Pooled training: the symbol as a feature (one 0/1 column per symbol, `is_<symbol>`)."""
-    X = dataset.X.copy()
-    for sym in sorted(X["symbol"].unique()):
-        X[f"is_{sym}"] = (X["symbol"] == sym).astype("float64")
+    """Pooled training: the symbol as a feature (`finstream.models.inputs.with_symbol_columns`)."""
+    from finstream.models.inputs import with_symbol_columns
+
     return Dataset(
-        X, dataset.y_return, dataset.y_direction, dataset.event_time, dataset.label_time, dataset.horizon
+        with_symbol_columns(dataset.X),
+        dataset.y_return,
+        dataset.y_direction,
+        dataset.event_time,
+        dataset.label_time,
+        dataset.horizon,
     )
 
 
@@ -96,9 +100,9 @@ def _log_candidate(
     """Evaluate one family walk-forward, fit it on all rows, log everything to the active MLflow run."""
     import mlflow
 
+    from finstream.models.pyfunc import log_forecaster
+    from finstream.models.zoo import make_model
     from training.leakage import check_model_leakage
-    from training.mlflow_model import log_forecaster
-    from training.models import make_model
     from training.plots import equity_plot, feature_importance_plot, prediction_plot
     from training.tune import tune_family
     from training.walk_forward import evaluate
@@ -159,10 +163,11 @@ def train(
     """Train, evaluate, log and register every family for every task; promote winners through the gates."""
     import mlflow
 
+    from finstream.models.registry import REGISTERED_MODELS, register_candidate
+    from finstream.models.tracking import configure_mlflow, ensure_experiment
     from training.leakage import check_feature_leakage
-    from training.promotion import REGISTERED_MODELS, promote_or_challenge, register_candidate
+    from training.promotion import promote_or_challenge
     from training.store_dataset import load_training_set
-    from training.tracking import configure_mlflow, ensure_experiment
 
     started = time.perf_counter()
     if settings.train.torch_threads:

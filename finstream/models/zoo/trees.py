@@ -23,7 +23,7 @@ from sklearn.ensemble import (
 )
 from threadpoolctl import threadpool_limits
 
-from training.models.tabular import TabularForecaster
+from finstream.models.zoo.tabular import TabularForecaster
 
 _CHUNK_ROWS = 2048
 

@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from training.models.base import Forecaster, Task
-from training.models.rows import SymbolRows, feature_matrix, feature_names_of
-from training.models.storage import installed_version, read_meta, write_meta
-from training.models.tabular import check_task, target_array
+from finstream.models.zoo.base import Forecaster, Task
+from finstream.models.zoo.rows import SymbolRows, feature_matrix, feature_names_of
+from finstream.models.zoo.storage import installed_version, read_meta, write_meta
+from finstream.models.zoo.tabular import check_task, target_array
 
 log = logging.getLogger(__name__)
 

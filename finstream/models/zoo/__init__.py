@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.models.base import Forecaster, Task
-from training.models.boosting import XGBoostForecaster
-from training.models.ensembles import BMAForecaster, StackingForecaster, VotingForecaster
-from training.models.linear import RidgeForecaster
-from training.models.sequence import CNNLSTMForecaster, LSTMForecaster, TransformerForecaster
-from training.models.storage import saved_family
-from training.models.svm import SVMForecaster
-from training.models.tabular import check_task
-from training.models.trees import HistGBForecaster, RandomForestForecaster
+from finstream.models.zoo.base import Forecaster, Task
+from finstream.models.zoo.boosting import XGBoostForecaster
+from finstream.models.zoo.ensembles import BMAForecaster, StackingForecaster, VotingForecaster
+from finstream.models.zoo.linear import RidgeForecaster
+from finstream.models.zoo.sequence import CNNLSTMForecaster, LSTMForecaster, TransformerForecaster
+from finstream.models.zoo.storage import saved_family
+from finstream.models.zoo.svm import SVMForecaster
+from finstream.models.zoo.tabular import check_task
+from finstream.models.zoo.trees import HistGBForecaster, RandomForestForecaster
 
 FAMILIES: dict[str, type[Forecaster]] = {
     cls.family: cls

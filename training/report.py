@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -68,12 +69,17 @@ def leaderboard_from_mlflow(settings: Settings) -> pd.DataFrame:
     )
 
 
-def write_leaderboard(board: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
-    """Markdown and HTML leaderboards under `folder`; returns both paths."""
+def write_leaderboard(
+    board: pd.DataFrame, folder: Path, failures: Sequence[tuple[str, str, str]] = ()
+) -> tuple[Path, Path]:
+    """Markdown and HTML leaderboards under `folder`; `failures` (task, family, error) are listed too."""
     folder.mkdir(parents=True, exist_ok=True)
     md, html = folder / "leaderboard.md", folder / "leaderboard.html"
     lines = ["# finstream leaderboard (walk-forward, out-of-sample)", ""]
-    for (task, scope), group in board.groupby(["task", "scope"], sort=False):
+    failed = pd.DataFrame(list(failures), columns=["task", "family", "error"])
+    if not board.empty:
+        board = board[[c for c in COLUMNS if c in board.columns]]
+    for (task, scope), group in board.groupby(["task", "scope"], sort=False) if not board.empty else []:
         lines += [
             f"## {task} — {scope}",
             "",
@@ -86,6 +92,11 @@ def write_leaderboard(board: pd.DataFrame, folder: Path) -> tuple[Path, Path]:
         "sharpe, ann_return, max_drawdown, turnover: long/flat backtest after costs; "
         "bh_sharpe: buy-and-hold; dm_pvalue: Diebold–Mariano vs the zero forecast.",
     ]
+    if not failed.empty:
+        lines[2:2] = ["## failed candidates", "", failed.to_markdown(index=False), ""]
     md.write_text("\n".join(lines), encoding="utf-8")
-    html.write_text(board.to_html(index=False, float_format=lambda v: f"{v:.4f}"), encoding="utf-8")
+    body = board.to_html(index=False, float_format=lambda v: f"{v:.4f}")
+    if not failed.empty:
+        body = "<h2>failed candidates</h2>" + failed.to_html(index=False) + body
+    html.write_text(body, encoding="utf-8")
     return md, html

@@ -160,56 +160,23 @@ def _predict_fold(model: Forecaster, dataset: Dataset, fold: Fold, event_ns: np.
     return pred
 
 
-def _forecast_metrics(task: Task, frame: pd.DataFrame) -> dict[str, float]:
-    if task == "regression":
-        return regression_metrics(frame["y"], frame["pred"], frame["benchmark"])
-    return classification_metrics(frame["y"], frame["pred"], frame["y_return"])
+@dataclass
+class Forecasts:
+    """Out-of-sample forecasts of one family: every test row of every fold, and where each fold sits.
 
-
-def _backtests(task: Task, frame: pd.DataFrame, params: TrainParams, ppy: float) -> dict[str, BacktestResult]:
-    """Long/flat (headline), long/short, buy-and-hold and naive-zero backtests of the out-of-sample rows."""
-    kw = {"symbol": frame["symbol"], "time": frame["event_time"]}
-    r, costs = frame["y_return"], params.costs
-    long_flat = positions_from_predictions(frame["pred"], task, "long_flat")
-    long_short = positions_from_predictions(frame["pred"], task, "long_short")
-    return {
-        "strategy": backtest(r, long_flat, costs, ppy, stamp_duty_applies, **kw),
-        "long_short": backtest(r, long_short, costs, ppy, stamp_duty_applies, **kw),
-        "buy_and_hold": buy_and_hold(r, costs, ppy, stamp_duty_applies, **kw),
-        "naive": naive_zero(r, costs, ppy, **kw),
-    }
-
-
-def _dm_vs_zero(task: Task, frame: pd.DataFrame, horizon: int) -> tuple[float, float]:
-    """DM test of the model against the naive forecast (return 0, or P(up) = 0.5) on squared-error loss.
-
-    One-sided (H1: the model's loss is lower): the p-value is the evidence that the model *beats* the naive
-    forecast, so a model that is significantly worse gets a p-value near 1, never a passing one.
-
-    Loss differentials are averaged across symbols per UTC date first, so same-day errors of different markets
-    are not counted as independent evidence; the test runs on that daily series.
+    `predictions`: symbol, event_time, y, pred, fold, y_return, benchmark (the historical-mean forecast).
+    `folds`: per fold its sizes and time range (fold, train_rows, test_rows, train_end, test_start, test_end).
     """
-    naive = 0.5 if task == "classification" else 0.0
-    d = (frame["y"] - frame["pred"]) ** 2 - (frame["y"] - naive) ** 2
-    day = pd.to_datetime(frame["event_time"], utc=True).dt.normalize()
-    daily = d.groupby(day.to_numpy()).mean()
-    if len(daily) < 3:
-        return math.nan, math.nan
-    return dm_test(daily.to_numpy(), horizon, alternative="less")
+
+    task: Task
+    predictions: pd.DataFrame
+    folds: list[dict[str, object]]
 
 
-def evaluate(
-    model_factory: Callable[[], Forecaster],
-    dataset: Dataset,
-    task: Task,
-    params: TrainParams,
-    periods_per_year: float = 252,
-) -> WalkForwardResult:
-    """Walk-forward evaluation of a model family: a fresh model per fold, never fit on test rows.
-
-    Backtest headline (`sharpe`, `ann_return`, ...) is long/flat, the only form tradable for A-shares;
-    long/short (`ls_*`) is reported for every symbol alongside. Stamp duty is charged on China-market symbols.
-    """
+def forecast(
+    model_factory: Callable[[], Forecaster], dataset: Dataset, task: Task, params: TrainParams
+) -> Forecasts:
+    """Walk-forward forecasts: a fresh model per fold, fit on the fold's purged training rows only."""
     folds = walk_forward_splits(
         dataset.event_time, dataset.label_time, params.folds, params.test_years, params.min_train_years
     )
@@ -230,59 +197,136 @@ def evaluate(
         )
         pred = _predict_fold(model, dataset, fold, event_ns)
         idx = fold.test_idx
-        frame = pd.DataFrame(
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": symbol.iloc[idx].to_numpy(),
+                    "event_time": event_time.iloc[idx].to_numpy(),
+                    "y": y.iloc[idx].to_numpy(),
+                    "pred": pred,
+                    "fold": fold.index,
+                    "y_return": dataset.y_return.iloc[idx].to_numpy(),
+                    "benchmark": benchmark[idx],
+                }
+            )
+        )
+        fold_rows.append(
             {
-                "symbol": symbol.iloc[idx].to_numpy(),
-                "event_time": event_time.iloc[idx].to_numpy(),
-                "y": y.iloc[idx].to_numpy(),
-                "pred": pred,
                 "fold": fold.index,
-                "y_return": dataset.y_return.iloc[idx].to_numpy(),
-                "benchmark": benchmark[idx],
+                "train_rows": int(fold.train_idx.size),
+                "test_rows": int(idx.size),
+                "train_end": event_time.iloc[fold.train_idx].max().isoformat(),
+                "test_start": fold.test_start.isoformat(),
+                "test_end": fold.test_end.isoformat(),
             }
         )
-        metrics = _forecast_metrics(task, frame)
-        bt = _backtests(task, frame, params, periods_per_year)
-        row: dict[str, object] = {
-            "fold": fold.index,
-            "train_rows": int(fold.train_idx.size),
-            "test_rows": int(idx.size),
-            "train_end": event_time.iloc[fold.train_idx].max().isoformat(),
-            "test_start": fold.test_start.isoformat(),
-            "test_end": fold.test_end.isoformat(),
-            **metrics,
-            **bt["strategy"].summary(),
-            **bt["buy_and_hold"].summary("bh_"),
-        }
-        fold_rows.append(row)
-        frames.append(frame)
+    return Forecasts(task, pd.concat(frames, ignore_index=True), fold_rows)
+
+
+def forecast_metrics(task: Task, frame: pd.DataFrame) -> dict[str, float]:
+    """Forecast quality of `frame`'s rows: regression or classification metrics (training.metrics)."""
+    if task == "regression":
+        return regression_metrics(frame["y"], frame["pred"], frame["benchmark"])
+    return classification_metrics(frame["y"], frame["pred"], frame["y_return"])
+
+
+def backtests(task: Task, frame: pd.DataFrame, params: TrainParams, ppy: float) -> dict[str, BacktestResult]:
+    """Long/flat (headline), long/short, buy-and-hold and naive-zero backtests of the out-of-sample rows."""
+    kw = {"symbol": frame["symbol"], "time": frame["event_time"]}
+    r, costs = frame["y_return"], params.costs
+    long_flat = positions_from_predictions(frame["pred"], task, "long_flat")
+    long_short = positions_from_predictions(frame["pred"], task, "long_short")
+    return {
+        "strategy": backtest(r, long_flat, costs, ppy, stamp_duty_applies, **kw),
+        "long_short": backtest(r, long_short, costs, ppy, stamp_duty_applies, **kw),
+        "buy_and_hold": buy_and_hold(r, costs, ppy, stamp_duty_applies, **kw),
+        "naive": naive_zero(r, costs, ppy, **kw),
+    }
+
+
+def dm_vs_zero(task: Task, frame: pd.DataFrame, horizon: int) -> tuple[float, float]:
+    """DM test of the model against the naive forecast (return 0, or P(up) = 0.5) on squared-error loss.
+
+    One-sided (H1: the model's loss is lower): the p-value is the evidence that the model *beats* the naive
+    forecast, so a model that is significantly worse gets a p-value near 1, never a passing one.
+
+    Loss differentials are averaged across symbols per UTC date first, so same-day errors of different markets
+    are not counted as independent evidence; the test runs on that daily series.
+    """
+    naive = 0.5 if task == "classification" else 0.0
+    d = (frame["y"] - frame["pred"]) ** 2 - (frame["y"] - naive) ** 2
+    day = pd.to_datetime(frame["event_time"], utc=True).dt.normalize()
+    daily = d.groupby(day.to_numpy()).mean()
+    if len(daily) < 3:
+        return math.nan, math.nan
+    return dm_test(daily.to_numpy(), horizon, alternative="less")
+
+
+def fold_table(forecasts: Forecasts, params: TrainParams, periods_per_year: float) -> list[dict[str, object]]:
+    """Per fold: its sizes and range, forecast metrics and the fold's long/flat and buy-and-hold backtest."""
+    rows: list[dict[str, object]] = []
+    by_fold = forecasts.predictions.groupby("fold", sort=True)
+    for info in forecasts.folds:
+        frame = by_fold.get_group(info["fold"]).reset_index(drop=True)
+        metrics = forecast_metrics(forecasts.task, frame)
+        bt = backtests(forecasts.task, frame, params, periods_per_year)
+        rows.append({**info, **metrics, **bt["strategy"].summary(), **bt["buy_and_hold"].summary("bh_")})
         log.info(
-            "fold %d: train %d rows to %s, test %d rows %s..%s, ic %.4f",
-            fold.index, fold.train_idx.size, row["train_end"], idx.size,
-            fold.test_start.date(), fold.test_end.date(), metrics["ic"],
+            "fold %s: train %s rows to %s, test %s rows %s..%s, ic %.4f",
+            info["fold"], info["train_rows"], info["train_end"], info["test_rows"],
+            str(info["test_start"])[:10], str(info["test_end"])[:10], metrics["ic"],
         )  # fmt: skip
-    predictions = pd.concat(frames, ignore_index=True)
-    overall = _forecast_metrics(task, predictions)
+    return rows
+
+
+def summarise(
+    forecasts: Forecasts,
+    folds: list[dict[str, object]],
+    params: TrainParams,
+    horizon: int,
+    periods_per_year: float,
+) -> tuple[dict[str, float], dict[str, BacktestResult]]:
+    """Overall figures over every out-of-sample row: metrics, the naive forecast's, backtests, DM test."""
+    task, predictions = forecasts.task, forecasts.predictions
+    overall = forecast_metrics(task, predictions)
     naive = predictions.assign(pred=0.5 if task == "classification" else 0.0)
-    overall.update({f"naive_{k}": v for k, v in _forecast_metrics(task, naive).items()})
-    bt = _backtests(task, predictions, params, periods_per_year)
+    overall.update({f"naive_{k}": v for k, v in forecast_metrics(task, naive).items()})
+    bt = backtests(task, predictions, params, periods_per_year)
     overall.update(bt["strategy"].summary())
     overall.update(bt["long_short"].summary("ls_"))
     overall.update(bt["buy_and_hold"].summary("bh_"))
     overall.update(bt["naive"].summary("naive_"))
-    overall["dm_stat"], overall["dm_pvalue"] = _dm_vs_zero(task, predictions, dataset.horizon)
-    fold_ic = np.array([float(r["ic"]) for r in fold_rows])  # type: ignore[arg-type]
+    overall["dm_stat"], overall["dm_pvalue"] = dm_vs_zero(task, predictions, horizon)
+    fold_ic = np.array([float(r["ic"]) for r in folds])  # type: ignore[arg-type]
     finite_ic = fold_ic[np.isfinite(fold_ic)]
     overall["ic_fold_mean"] = float(finite_ic.mean()) if finite_ic.size else math.nan
     overall["ic_fold_std"] = float(finite_ic.std(ddof=1)) if finite_ic.size > 1 else math.nan
     overall["n_folds"] = float(len(folds))
     overall["n_test"] = float(len(predictions))
-    equity = pd.DataFrame({name: res.equity for name, res in bt.items()})
+    return overall, bt
+
+
+def evaluate(
+    model_factory: Callable[[], Forecaster],
+    dataset: Dataset,
+    task: Task,
+    params: TrainParams,
+    periods_per_year: float = 252,
+) -> WalkForwardResult:
+    """Walk-forward evaluation of a model family: forecast, then metrics, backtests and the DM test.
+
+    Backtest headline (`sharpe`, `ann_return`, ...) is long/flat, the only form tradable for A-shares;
+    long/short (`ls_*`) is reported for every symbol alongside. Stamp duty is charged on China-market symbols.
+    """
+    forecasts = forecast(model_factory, dataset, task, params)
+    folds = fold_table(forecasts, params, periods_per_year)
+    overall, bt = summarise(forecasts, folds, params, dataset.horizon, periods_per_year)
     log.info(
         "walk-forward %s: %d folds, %d test rows, ic %.4f, sharpe %.2f (buy-and-hold %.2f), DM p %.3f",
-        task, len(folds), len(predictions), overall["ic"], overall["sharpe"], overall["bh_sharpe"],
+        task, len(folds), len(forecasts.predictions), overall["ic"], overall["sharpe"], overall["bh_sharpe"],
         overall["dm_pvalue"],
     )  # fmt: skip
+    equity = pd.DataFrame({name: res.equity for name, res in bt.items()})
     return WalkForwardResult(
-        task=task, folds=fold_rows, overall=overall, predictions=predictions, equity=equity
+        task=task, folds=folds, overall=overall, predictions=forecasts.predictions, equity=equity
     )

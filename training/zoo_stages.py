@@ -1,8 +1,11 @@
-"""A training run: every family per task, walk-forward evaluated, logged to MLflow, best one registered.
+"""Supervised training as stages: training set → leakage check → tuning → walk-forward evaluation of each
+family × task → leaderboard → registration → promotion gate.
 
-The run is a config (settings.train, settings.promotion) plus a recorder (MLflow): parameters, the data
-version (the features file's DVC hash), per-fold and overall metrics, plots and the final model are all
-logged with it. The best candidate per task goes through the promotion gates.
+Each stage is a function of settings and the earlier stages' typed reports; `flows/training.py` orders them,
+one Prefect task each, so every family × task shows in the Prefect UI with its own time, logs and retries,
+and a family that fails leaves the others, the leaderboard and the registry intact. The run is a config
+(settings.train, settings.promotion) plus a recorder (MLflow): parameters, the data version (the features
+file's DVC hash), per-fold and overall metrics, plots and the final model are logged with it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +22,54 @@ import pandas as pd
 
 from finstream.config import Settings
 from training.dataset import Dataset
+from training.promotion import GateDecision, Registration
 
 log = logging.getLogger(__name__)
 
-#: families that are too slow for per-symbol sub-runs on 2 cores unless asked for explicitly
 TASK_NAMES = {"regression": "return", "classification": "direction"}
+
+
+@dataclass
+class TrainingSet:
+    """The point-in-time training set from Feast and the data version (the features file's DVC md5)."""
+
+    dataset: Dataset
+    data_version: str
+
+    @property
+    def rows(self) -> int:
+        return len(self.dataset.X)
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self.dataset.X["symbol"].unique())
+
+
+@dataclass
+class LeakageReport:
+    """The feature-leakage check of one task: the features most correlated with its target (|Spearman|)."""
+
+    task: str
+    features: int
+    top: dict[str, float]
+
+
+@dataclass
+class WalkForwardRuns:
+    """The MLflow parent run of each scope (pooled, per symbol) that a task's family runs nest under."""
+
+    task: str
+    experiment_id: str
+    parents: dict[str, str]
+
+
+@dataclass
+class Tuning:
+    """Ray Tune's best parameters per scope for one family and task ({} per scope when not tuned)."""
+
+    task: str
+    family: str
+    params: dict[str, dict[str, Any]]
 
 
 @dataclass
@@ -40,26 +87,186 @@ class CandidateResult:
 
 
 @dataclass
+class CandidateFailure:
+    """A family × task evaluation that failed, and why (the other candidates are unaffected)."""
+
+    task: str
+    family: str
+    error: str
+
+
+@dataclass
+class Leaderboard:
+    """The run's candidates side by side, written as markdown and HTML, with the failures named."""
+
+    table: pd.DataFrame
+    failures: list[CandidateFailure]
+    markdown: Path
+    html: Path
+
+
+@dataclass
 class TrainingReport:
-    """Everything a training run produced: the leaderboard rows and each task's promotion decision."""
+    """Everything a training run produced: candidates, failures, the leaderboard and each task's decision."""
 
     data_version: str
     rows: int
     candidates: list[CandidateResult]
-    decisions: dict[str, dict[str, Any]]
+    failures: list[CandidateFailure]
+    decisions: dict[str, GateDecision]
+    leaderboard_path: Path | None
     seconds: float
 
     def leaderboard(self) -> pd.DataFrame:
-        rows = [
-            {"task": c.task, "scope": c.scope, "family": c.family, **c.metrics, "fit_s": c.fit_seconds}
-            for c in self.candidates
-        ]
-        frame = pd.DataFrame(rows)
-        if frame.empty:
-            return frame
-        return frame.sort_values(["task", "scope", "ic"], ascending=[True, True, False]).reset_index(
-            drop=True
-        )
+        return candidate_table(self.candidates)
+
+
+def candidate_table(candidates: Sequence[CandidateResult]) -> pd.DataFrame:
+    """One row per candidate (task, scope, family, overall metrics, fit time), best IC first per group."""
+    rows = [
+        {"task": c.task, "scope": c.scope, "family": c.family, **c.metrics, "train_seconds": c.fit_seconds}
+        for c in candidates
+    ]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values(["task", "scope", "ic"], ascending=[True, True, False]).reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+def load_training(settings: Settings) -> TrainingSet:
+    """Stage 1: the point-in-time training set of settings.train.symbols from Feast."""
+    from finstream.models.tracking import configure_mlflow
+    from training.store_dataset import load_training_set
+
+    configure_mlflow(settings)  # fail fast on an unreachable tracking store
+    dataset, data_version = load_training_set(settings)
+    return TrainingSet(dataset, data_version)
+
+
+def check_leakage(training: TrainingSet, task: str, settings: Settings) -> LeakageReport:
+    """Stage 2: stop the run (LeakageSuspected) if a feature correlates with the target like a leak."""
+    from training.leakage import check_feature_leakage
+
+    scores = check_feature_leakage(training.dataset, task, test_years=settings.train.test_years)  # type: ignore[arg-type]
+    return LeakageReport(task, len(scores), {str(k): round(float(v), 4) for k, v in scores.head(5).items()})
+
+
+def open_runs(settings: Settings, training: TrainingSet, task: str) -> WalkForwardRuns:
+    """Stage 3: one MLflow parent run per scope of `task`, holding the run's parameters."""
+    import mlflow
+
+    from finstream.models.tracking import configure_mlflow, ensure_experiment
+
+    configure_mlflow(settings)
+    experiment = ensure_experiment(f"finstream-{TASK_NAMES[task]}", settings)
+    parents: dict[str, str] = {}
+    for scope, scoped in scopes(training.dataset, settings):
+        with mlflow.start_run(experiment_id=experiment, run_name=f"{scope}-walk-forward") as parent:
+            mlflow.set_tags({"task": task, "scope": scope, "data_version": training.data_version})
+            mlflow.log_params(
+                {
+                    "horizon": settings.train.horizon,
+                    "folds": settings.train.folds,
+                    "test_years": settings.train.test_years,
+                    "rows": len(scoped.X),
+                    "features": ",".join(scoped.feature_names),
+                }
+            )
+            parents[scope] = parent.info.run_id
+    return WalkForwardRuns(task, experiment, parents)
+
+
+def tune(settings: Settings, training: TrainingSet, task: str, family: str) -> Tuning:
+    """Stage 4: Ray Tune's best parameters for `family` per scope, scored before the test period only."""
+    from training.tune import tune_family
+
+    params = {
+        scope: tune_family(settings, scoped, family, task)
+        for scope, scoped in scopes(training.dataset, settings)
+    }
+    return Tuning(task, family, params)
+
+
+def evaluate_candidate(
+    settings: Settings,
+    training: TrainingSet,
+    runs: WalkForwardRuns,
+    family: str,
+    tuning: Tuning | None = None,
+) -> list[CandidateResult]:
+    """Stage 5, per family × task: walk-forward evaluate in every scope, fit on all rows, log to MLflow."""
+    import mlflow
+
+    from finstream.models.tracking import configure_mlflow
+
+    if settings.train.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.train.torch_threads)
+    configure_mlflow(settings)
+    results: list[CandidateResult] = []
+    for scope, scoped in scopes(training.dataset, settings):
+        tuned = tuning.params.get(scope, {}) if tuning is not None else {}
+        with mlflow.start_run(
+            experiment_id=runs.experiment_id,
+            run_name=family,
+            nested=True,
+            parent_run_id=runs.parents[scope],
+        ):
+            results.append(
+                _log_candidate(settings, scoped, runs.task, family, scope, training.data_version, tuned)
+            )
+    return results
+
+
+def write_run_leaderboard(
+    settings: Settings, candidates: Sequence[CandidateResult], failures: Sequence[CandidateFailure]
+) -> Leaderboard:
+    """Stage 6: the leaderboard of this run (markdown + HTML under reports/), failures named."""
+    from training.report import write_leaderboard
+
+    table = candidate_table(candidates)
+    failed = [(f.task, f.family, f.error) for f in failures]
+    md, html = write_leaderboard(table, settings.paths.reports, failed)
+    return Leaderboard(table, list(failures), md, html)
+
+
+def register_best(
+    settings: Settings, training: TrainingSet, task: str, candidates: Sequence[CandidateResult]
+) -> Registration | None:
+    """Stage 7: register the best pooled candidate of `task` (by the gate metric); None if there is none."""
+    from finstream.models.registry import REGISTERED_MODELS, register_candidate
+    from finstream.models.tracking import configure_mlflow
+
+    pooled = [c for c in candidates if c.task == task and c.scope == "pooled"]
+    if not pooled:
+        return None
+    gate = settings.promotion.metric
+    best = max(pooled, key=lambda c: c.metrics.get(gate, float("-inf")) * (-1 if gate == "mae" else 1))
+    name = REGISTERED_MODELS[task]
+    tags = {
+        "features": ",".join(training.dataset.feature_names),
+        "data_version": training.data_version,
+        "family": best.family,
+        "task": task,
+    }
+    client = configure_mlflow(settings)
+    version = register_candidate(client, name, best.model_uri, best.run_id, best.metrics, tags)
+    return Registration(task, name, str(version.version), best.family, best.run_id)
+
+
+def gate(settings: Settings, registration: Registration) -> GateDecision:
+    """Stage 8: the promotion gates move `champion` to the new version, or make it the `challenger`."""
+    from finstream.models.tracking import configure_mlflow
+    from training.promotion import gate_registration
+
+    return gate_registration(configure_mlflow(settings), registration, settings.promotion)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
 
 
 def _family_params(settings: Settings, family: str) -> dict[str, Any]:
@@ -71,13 +278,14 @@ def _family_params(settings: Settings, family: str) -> dict[str, Any]:
     return {}
 
 
-def _scopes(dataset: Dataset, settings: Settings) -> list[tuple[str, Dataset]]:
-    scopes: list[tuple[str, Dataset]] = []
+def scopes(dataset: Dataset, settings: Settings) -> list[tuple[str, Dataset]]:
+    """The datasets a family is evaluated on: pooled (symbols as one-hot columns) and/or each symbol alone."""
+    out: list[tuple[str, Dataset]] = []
     if settings.train.pooled:
-        scopes.append(("pooled", with_symbol_indicators(dataset)))
+        out.append(("pooled", with_symbol_indicators(dataset)))
     if settings.train.per_symbol:
-        scopes += [(sym, dataset.for_symbols([sym])) for sym in sorted(dataset.X["symbol"].unique())]
-    return scopes
+        out += [(sym, dataset.for_symbols([sym])) for sym in sorted(dataset.X["symbol"].unique())]
+    return out
 
 
 def with_symbol_indicators(dataset: Dataset) -> Dataset:
@@ -95,7 +303,13 @@ def with_symbol_indicators(dataset: Dataset) -> Dataset:
 
 
 def _log_candidate(
-    settings: Settings, dataset: Dataset, task: str, family: str, scope: str, data_version: str
+    settings: Settings,
+    dataset: Dataset,
+    task: str,
+    family: str,
+    scope: str,
+    data_version: str,
+    tuned: dict[str, Any],
 ) -> CandidateResult:
     """Evaluate one family walk-forward, fit it on all rows, log everything to the active MLflow run."""
     import mlflow
@@ -104,10 +318,9 @@ def _log_candidate(
     from finstream.models.zoo import make_model
     from training.leakage import check_model_leakage
     from training.plots import equity_plot, feature_importance_plot, prediction_plot
-    from training.tune import tune_family
     from training.walk_forward import evaluate
 
-    params = {**_family_params(settings, family), **tune_family(settings, dataset, family, task)}
+    params = {**_family_params(settings, family), **tuned}
     mlflow.log_params(
         {"family": family, "task": task, "scope": scope, **{f"model.{k}": v for k, v in params.items()}}
     )
@@ -155,76 +368,3 @@ def _log_candidate(
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
-
-
-def train(
-    settings: Settings, families: list[str] | None = None, tasks: list[str] | None = None
-) -> TrainingReport:
-    """Train, evaluate, log and register every family for every task; promote winners through the gates."""
-    import mlflow
-
-    from finstream.models.registry import REGISTERED_MODELS, register_candidate
-    from finstream.models.tracking import configure_mlflow, ensure_experiment
-    from training.leakage import check_feature_leakage
-    from training.promotion import promote_or_challenge
-    from training.store_dataset import load_training_set
-
-    started = time.perf_counter()
-    if settings.train.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.train.torch_threads)
-    client = configure_mlflow(settings)
-    dataset, data_version = load_training_set(settings)
-    families = families or settings.train.families
-    tasks = tasks or settings.train.tasks
-    candidates: list[CandidateResult] = []
-    decisions: dict[str, dict[str, Any]] = {}
-    for task in tasks:
-        check_feature_leakage(dataset, task)
-        experiment = ensure_experiment(f"finstream-{TASK_NAMES[task]}", settings)
-        for scope, scoped in _scopes(dataset, settings):
-            with mlflow.start_run(experiment_id=experiment, run_name=f"{scope}-walk-forward") as parent:
-                mlflow.set_tags({"task": task, "scope": scope, "data_version": data_version})
-                mlflow.log_params(
-                    {
-                        "horizon": settings.train.horizon,
-                        "folds": settings.train.folds,
-                        "test_years": settings.train.test_years,
-                        "rows": len(scoped.X),
-                        "features": ",".join(scoped.feature_names),
-                    }
-                )
-                for family in families:
-                    with mlflow.start_run(
-                        experiment_id=experiment,
-                        run_name=family,
-                        nested=True,
-                        parent_run_id=parent.info.run_id,
-                    ):
-                        candidates.append(_log_candidate(settings, scoped, task, family, scope, data_version))
-        pooled = [c for c in candidates if c.task == task and c.scope == "pooled"]
-        if not pooled:
-            continue
-        gate = settings.promotion.metric
-        best = max(pooled, key=lambda c: c.metrics.get(gate, float("-inf")) * (-1 if gate == "mae" else 1))
-        name = REGISTERED_MODELS[task]
-        tags = {
-            "features": ",".join(dataset.feature_names),
-            "data_version": data_version,
-            "family": best.family,
-            "task": task,
-        }
-        version = register_candidate(client, name, best.model_uri, best.run_id, best.metrics, tags)
-        decision = promote_or_challenge(client, name, version.version, settings.promotion)
-        decisions[task] = {
-            "model": name,
-            "version": version.version,
-            "family": best.family,
-            "promote": decision.promote,
-            "reason": decision.reason,
-        }
-    report = TrainingReport(
-        data_version, len(dataset.X), candidates, decisions, round(time.perf_counter() - started, 1)
-    )
-    return report

@@ -1,31 +1,71 @@
-"""The `finstream` command line: one command per stage, plus the whole pipeline as a Prefect flow."""
+"""The `finstream` command line: one command per stage, plus the whole pipeline as a Prefect flow.
+
+This is the top layer: it mounts the sub-apps (models, rl, serve), which share finstream.cli.common with it
+and never import this module. Heavy packages (flows, training, serving, Feast, MLflow, torch, Ray) are
+imported inside the commands, so `finstream --help` stays fast.
+"""
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
-from collections.abc import Callable
 from datetime import date
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
-from finstream.config import Settings, get_settings
-from finstream.errors import FinstreamError, SymbolError
-
-app = typer.Typer(
-    name="finstream",
-    help="Real market data to features: ingest with failover, validate, build indicators, load Feast.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+from finstream.cli.common import (
+    cli_errors,
+    console,
+    err_console,
+    load_settings,
+    make_app,
+    split_names,
 )
-console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., None])
+from finstream.cli.models import models_app
+from finstream.cli.rl import rl_app
+from finstream.cli.serve import serve
+from finstream.errors import FinstreamError
+
+app = make_app(
+    "finstream",
+    "Real market data to features: ingest with failover, validate, build indicators, load Feast.",
+)
+
+#: the tasks `finstream train --tasks` accepts (finstream.models.zoo's Task, without importing the zoo)
+TASKS = ("regression", "classification")
+
+
+def iso_date(value: str) -> date:
+    """Parse a YYYY-MM-DD option value; anything else is a usage error (exit 2) naming the option."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (expected YYYY-MM-DD)") from None
+
+
+def check_families(value: str | None) -> str | None:
+    """Reject unknown model families while the arguments are parsed (a usage error, exit 2).
+
+    The zoo (torch, xgboost: about 2 s) is imported only when --families is given: training imports it anyway.
+    """
+    names = split_names(value)
+    if names:
+        from finstream.models.zoo import FAMILIES
+
+        unknown = sorted(set(names) - set(FAMILIES))
+        if unknown:
+            raise typer.BadParameter(f"unknown model families {unknown}; known: {', '.join(FAMILIES)}")
+    return value
+
+
+def check_tasks(value: str | None) -> str | None:
+    """Reject tasks other than regression and classification (a usage error, exit 2)."""
+    unknown = sorted(set(split_names(value) or []) - set(TASKS))
+    if unknown:
+        raise typer.BadParameter(f"unknown task(s) {unknown}: use regression and/or classification")
+    return value
+
 
 SymbolsOpt = Annotated[
     str | None,
@@ -35,41 +75,27 @@ SourceOpt = Annotated[
     str | None,
     typer.Option(help="auto (failover) | akshare | yfinance | alphavantage | tushare | packaged | csv:PATH"),
 ]
-StartOpt = Annotated[str | None, typer.Option(help="First trading date, YYYY-MM-DD (inclusive).")]
-EndOpt = Annotated[str | None, typer.Option(help="Last trading date, YYYY-MM-DD (inclusive).")]
-
-
-def _date(value: str | None, option: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise SymbolError(f"{option} {value!r} is not a date (expected YYYY-MM-DD)") from None
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except Exception as exc:  # pydantic ValidationError from params.yaml or FINSTREAM_* variables
-        raise FinstreamError(f"invalid settings (params.yaml or FINSTREAM_* environment): {exc}") from exc
-
-
-def cli_errors(fn: F) -> F:
-    """Turn finstream's errors into one `error:` line on stderr and exit code 1 (2 for bad arguments)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        try:
-            fn(*args, **kwargs)
-        except SymbolError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-            raise typer.Exit(2) from None
-        except FinstreamError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
+StartOpt = Annotated[
+    date | None,
+    typer.Option(parser=iso_date, metavar="YYYY-MM-DD", help="First trading date, YYYY-MM-DD (inclusive)."),
+]
+EndOpt = Annotated[
+    date | None,
+    typer.Option(parser=iso_date, metavar="YYYY-MM-DD", help="Last trading date, YYYY-MM-DD (inclusive)."),
+]
+FamiliesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--families",
+        "-f",
+        callback=check_families,
+        help="Comma-separated model families (default: params.yaml).",
+    ),
+]
+TasksOpt = Annotated[
+    str | None,
+    typer.Option("--tasks", callback=check_tasks, help="regression, classification, or both (default)."),
+]
 
 
 @app.callback()
@@ -77,6 +103,8 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
 ) -> None:
     """finstream: workflow-orchestrated ML platform for market data."""
+    from rich.logging import RichHandler
+
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
@@ -93,7 +121,7 @@ def ingest(
     from finstream.cli.render import ingest_table
     from finstream.data_stages import ingest_stage
 
-    report = ingest_stage(_settings(), symbols, source, _date(start, "--start"), _date(end, "--end"))
+    report = ingest_stage(load_settings(), symbols, source, start, end)
     console.print(ingest_table(report))
     if report.failed:
         raise FinstreamError(f"{len(report.failed)} of {len(report.symbols)} symbols could not be ingested")
@@ -106,7 +134,7 @@ def validate() -> None:
     from finstream.cli.render import validate_table
     from finstream.data_stages import validate_stage
 
-    console.print(validate_table(validate_stage(_settings())))
+    console.print(validate_table(validate_stage(load_settings())))
 
 
 @app.command()
@@ -116,7 +144,7 @@ def features() -> None:
     from finstream.cli.render import features_table
     from finstream.data_stages import features_stage
 
-    console.print(features_table(features_stage(_settings())))
+    console.print(features_table(features_stage(load_settings())))
 
 
 @app.command()
@@ -126,7 +154,7 @@ def materialize() -> None:
     from finstream.cli.render import materialize_table
     from finstream.data_stages import materialize_stage
 
-    console.print(materialize_table(materialize_stage(_settings())))
+    console.print(materialize_table(materialize_stage(load_settings())))
 
 
 @app.command()
@@ -135,12 +163,11 @@ def pipeline(
     symbols: SymbolsOpt = None, source: SourceOpt = None, start: StartOpt = None, end: EndOpt = None
 ) -> None:
     """Run the Prefect flow data_pipeline: ingest → validate → features → materialize."""
-    settings = _settings()
+    settings = load_settings()
     from finstream.symbols import parse_symbols
 
     if symbols is not None:
         parse_symbols(symbols)
-    start_d, end_d = _date(start, "--start"), _date(end, "--end")
     from finstream.cli.render import (
         features_table,
         ingest_table,
@@ -153,7 +180,7 @@ def pipeline(
     with console.status("running Prefect flow data_pipeline …"):
         from flows.data_pipeline import data_pipeline
 
-        result = data_pipeline(symbols=symbols, source=source, start=start_d, end=end_d)
+        result = data_pipeline(symbols=symbols, source=source, start=start, end=end)
     print_tables(
         console,
         ingest_table(result.ingest),
@@ -167,46 +194,43 @@ def pipeline(
     )
 
 
-FamiliesOpt = Annotated[
-    str | None,
-    typer.Option("--families", "-f", help="Comma-separated model families (default: params.yaml)."),
-]
-TasksOpt = Annotated[
-    str | None, typer.Option("--tasks", help="regression, classification, or both (default).")
-]
-
-
 @app.command()
 @cli_errors
-def train(families: FamiliesOpt = None, tasks: TasksOpt = None) -> None:
+def train(
+    families: FamiliesOpt = None,
+    tasks: TasksOpt = None,
+    refresh_data: Annotated[
+        bool,
+        typer.Option(
+            "--refresh-data",
+            help="Run the data pipeline first (the Prefect retrain_flow: data_pipeline, then training_flow).",
+        ),
+    ] = False,
+) -> None:
     """Run the Prefect training_flow: walk-forward evaluate the zoo, log to MLflow, promote winners."""
+    from rich.markup import escape
+
     from finstream.cli.render import leaderboard_table
 
-    settings = _settings()
-    fams = [f.strip() for f in families.split(",")] if families else None
-    tsks = [t.strip() for t in tasks.split(",")] if tasks else None
-    unknown_tasks = set(tsks or []) - {"regression", "classification"}
-    if unknown_tasks:
-        raise SymbolError(f"unknown task(s) {sorted(unknown_tasks)}: use regression and/or classification")
-    if fams:
-        from finstream.models.zoo import FAMILIES
-
-        unknown = sorted(set(fams) - set(FAMILIES))
-        if unknown:
-            raise SymbolError(f"unknown model families {unknown}; known: {', '.join(FAMILIES)}")
+    settings = load_settings()
+    fams, tsks = split_names(families), split_names(tasks)
     t0 = time.perf_counter()
-    with console.status("running Prefect flow training_flow …"):
-        from flows.training import training_flow
+    name = "retrain_flow" if refresh_data else "training_flow"
+    with console.status(f"running Prefect flow {name} …"):
+        from flows.training import retrain_flow, training_flow
 
-        report = training_flow(families=fams, tasks=tsks)
+        flow_fn = retrain_flow if refresh_data else training_flow
+        report = flow_fn(families=fams, tasks=tsks)
     console.print(leaderboard_table(report.leaderboard()))
     for task_name, d in report.decisions.items():
-        role = "[bold green]champion[/]" if d["promote"] else "[yellow]challenger[/]"
-        console.print(f"{task_name}: {d['model']} v{d['version']} ({d['family']}) → {role}: {d['reason']}")
+        role = "[bold green]champion[/]" if d.promote else "[yellow]challenger[/]"
+        console.print(f"{task_name}: {d.model} v{d.version} ({d.family}) → {role}: {escape(d.reason)}")
+    for failure in report.failures:
+        console.print(f"[bold red]failed[/] {failure.task}/{failure.family}: {escape(failure.error)}")
     console.print(
         f"trained {len(report.candidates)} candidates on {report.rows} rows "
         f"(data {report.data_version[:10]}) in {time.perf_counter() - t0:.0f} s"
-        f" — MLflow: {settings.tracking_uri}"
+        f" — MLflow: {settings.tracking_uri}; leaderboard: {report.leaderboard_path}"
     )
 
 
@@ -217,7 +241,7 @@ def report() -> None:
     from finstream.cli.render import leaderboard_table
     from training.report import leaderboard_from_mlflow, write_leaderboard
 
-    settings = _settings()
+    settings = load_settings()
     board = leaderboard_from_mlflow(settings)
     md, html = write_leaderboard(board, settings.paths.reports)
     console.print(leaderboard_table(board))
@@ -248,14 +272,6 @@ def list_sources() -> None:
     console.print(pk)
 
 
-def _register_subcommands() -> None:
-    from finstream.cli.models import models_app
-    from finstream.cli.rl import rl_app
-    from finstream.cli.serve import serve
-
-    app.add_typer(models_app, name="models", help="List, promote and roll back registered models.")
-    app.add_typer(rl_app, name="rl", help="Train and evaluate Ray RLlib trading agents (PPO, DQN).")
-    app.command("serve")(serve)
-
-
-_register_subcommands()
+app.add_typer(models_app, name="models", help="List, promote and roll back registered models.")
+app.add_typer(rl_app, name="rl", help="Train and evaluate Ray RLlib trading agents (PPO, DQN).")
+app.command("serve")(serve)

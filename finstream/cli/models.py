@@ -1,32 +1,25 @@
 """`finstream models`: list the registry, promote a version by hand, roll the champion back.
 
-MLflow and the training package are imported inside the commands (importing mlflow takes about a second),
-and so is finstream.cli.main, which registers this sub-app: a top-level import would be circular.
+MLflow is imported inside the commands (importing it takes about a second); settings, the console and the
+error handling come from finstream.cli.common. finstream.cli.main mounts this sub-app.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
+
+from finstream.cli.common import cli_errors, console, load_settings, make_app
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from rich.console import Group
 
-models_app = typer.Typer(
-    name="models",
-    help="The model registry: champion / challenger per task, manual promotion and rollback.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+models_app = make_app(
+    "models", "The model registry: champion / challenger per task, manual promotion and rollback."
 )
-console = Console()
-F = TypeVar("F", bound=Callable[..., None])
 
 #: metrics shown in `models list` when any version carries them, in this order
 KEY_METRICS = ("ic", "oos_r2", "sharpe", "mae", "accuracy", "dm_pvalue", "n_folds")
@@ -38,23 +31,11 @@ NameArg = Annotated[
 ]
 
 
-def cli_errors(fn: F) -> F:
-    """finstream.cli.main.cli_errors, looked up when the command runs: one `error:` line, exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        from finstream.cli.main import cli_errors as main_cli_errors
-
-        main_cli_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _client() -> MlflowClient:
-    from finstream.cli.main import _settings
+    """An MLflow client on the configured tracking and registry URIs."""
     from finstream.models.tracking import configure_mlflow
 
-    return configure_mlflow(_settings())
+    return configure_mlflow(load_settings())
 
 
 @models_app.command("list")

@@ -1,35 +1,30 @@
 """`finstream rl`: train a Ray RLlib trading agent and show its held-out results next to the baselines.
 
 Ray, MLflow, Prefect and the training package are imported inside the command (importing Ray and RLlib
-takes seconds), and so is finstream.cli.main, which registers this sub-app: a top-level import would be
-circular.
+takes seconds); settings, the console and the error handling come from finstream.cli.common.
+finstream.cli.main mounts this sub-app.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import time
-from collections.abc import Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
+
+from finstream.cli.common import cli_errors, console, load_settings, make_app
 
 if TYPE_CHECKING:
     from rich.console import Group
 
     from training.rl.agent_stages import AgentReport
 
-rl_app = typer.Typer(
-    name="rl",
-    help="Ray RLlib trading agents: train, then compare held-out with buy-and-hold and the supervised model.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+rl_app = make_app(
+    "rl", "Ray RLlib trading agents: train, then compare held-out with buy-and-hold and the supervised model."
 )
-F = TypeVar("F", bound=Callable[..., None])
 
 
 class Algo(StrEnum):
@@ -37,18 +32,6 @@ class Algo(StrEnum):
 
     ppo = "ppo"
     dqn = "dqn"
-
-
-def cli_errors(fn: F) -> F:
-    """finstream.cli.main.cli_errors, looked up when the command runs: one `error:` line, exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        from finstream.cli.main import cli_errors as main_cli_errors
-
-        main_cli_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 @rl_app.callback()
@@ -68,10 +51,9 @@ def train_command(
     ] = None,
 ) -> None:
     """Run the Prefect rl_training_flow: train, evaluate held-out, export, register and gate the agent."""
-    from finstream.cli.main import _settings, console
     from training.rl.agent_stages import check_algo
 
-    settings = _settings()
+    settings = load_settings()
     name = algo.value if algo is not None else settings.rl.algo
     check_algo(name, settings.rl)
     t0 = time.perf_counter()

@@ -2,36 +2,24 @@
 
 BentoML is started as `python -m bentoml serve serving.service:FinstreamService` in a child process that
 inherits the environment (FINSTREAM_HOME, FINSTREAM_API_KEYS, FINSTREAM_SERVE_*), so importing this module
-stays cheap. Register it in finstream.cli.main with `app.command("serve")(serve)`.
+stays cheap. finstream.cli.main registers it with `app.command("serve")(serve)`.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
+from finstream.cli.common import cli_errors, load_settings
+from finstream.errors import FinstreamError
+
 SERVICE = "serving.service:FinstreamService"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def cli_errors(fn: F) -> F:
-    """finstream.cli.main.cli_errors, looked up when the command runs: one `error:` line, exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        from finstream.cli.main import cli_errors as main_cli_errors
-
-        main_cli_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def serve_command(host: str, port: int) -> list[str]:
@@ -73,11 +61,9 @@ def serve(
     ] = None,
 ) -> None:
     """Serve forecasts and quotes over HTTP from the champion models and the online feature store."""
-    from finstream.cli.main import _settings
-    from finstream.errors import FinstreamError
     from serving.auth import API_KEYS_ENV, parse_api_keys
 
-    settings = _settings()  # fail here on invalid settings, not inside a worker
+    settings = load_settings()  # fail here on invalid settings, not inside a worker
     if not parse_api_keys(os.environ.get(API_KEYS_ENV)):
         typer.echo(
             f"warning: {API_KEYS_ENV} is not set: all but /health, /ready, /metrics answer 401",

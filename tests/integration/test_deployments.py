@@ -2,75 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from tests_support import REPO
+from tests_support import BIN, REPO, PrefectServer, stop_process_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop by process group; SIGKILL if it ignores SIGTERM (the worker may, once the server is gone)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "FINSTREAM_HOME": str(tmp_path / "home"),
-        "FINSTREAM_PROJECT_DIR": str(REPO),
-        "FINSTREAM_INGEST__SOURCE": "packaged",
-        "FINSTREAM_INGEST__SYMBOLS": '["000300.SH"]',
-        "FINSTREAM_INGEST__START": "2024-01-01",
-    }
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    server = PrefectServer(
+        tmp_path / "prefect",
+        {
+            "FINSTREAM_HOME": str(tmp_path / "home"),
+            "FINSTREAM_PROJECT_DIR": str(REPO),
+            "FINSTREAM_INGEST__SOURCE": "packaged",
+            "FINSTREAM_INGEST__SYMBOLS": '["000300.SH"]',
+            "FINSTREAM_INGEST__START": "2024-01-01",
+        },
     )
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("Prefect server did not become healthy in 90 s")
-        yield env
+        yield server.env
     finally:
-        _stop(server)
+        server.stop()
 
 
 def _prefect(env: dict[str, str], *args: str, timeout: float = 120) -> str:
@@ -106,5 +64,5 @@ def test_deploy_all_schedules_and_runs_the_daily_pipeline(prefect_server: dict[s
         )
         assert "Completed" in out
     finally:
-        _stop(worker)
+        stop_process_group(worker)
     assert (Path(env["FINSTREAM_HOME"]) / "data" / "features" / "features.parquet").is_file()

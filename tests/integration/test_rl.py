@@ -70,7 +70,7 @@ def rl_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture(scope="module")
 def held_out(rl_home: Settings) -> dict:
-    """The held-out env config of the symbol, built from the Feast training set like train_agent does."""
+    """The held-out env config of the symbol, built from the Feast training set like `prepare_agent` does."""
     from training.rl.env import env_config_from_dataset
     from training.store_dataset import load_training_set
 
@@ -145,24 +145,24 @@ print("ok", action)
 
 
 def test_ppo_agent_trains_exports_evaluates_and_registers(
-    rl_home: Settings, held_out: dict, monkeypatch: pytest.MonkeyPatch
+    rl_home: Settings, held_out: dict, monkeypatch: pytest.MonkeyPatch, prefect_api: str
 ) -> None:
     from typer.testing import CliRunner
 
     from finstream.cli.rl import rl_app
     from finstream.models.registry import promote
     from finstream.models.tracking import configure_mlflow
-    from training.rl.agent_stages import train_agent
+    from flows.rl import rl_training_flow
+    from flows.training import training_flow
     from training.rl.evaluate import collect_observations
     from training.rl.export import load_policy, module_checkpoint, obs_columns
-    from training.zoo_stages import train
 
     # a supervised champion to compare with (promoted by hand: the gates are not what is tested here)
-    supervised = train(rl_home, families=["ridge"], tasks=["classification"])
-    version = supervised.decisions["classification"]["version"]
+    supervised = training_flow(families=["ridge"], tasks=["classification"])
+    version = supervised.decisions["classification"].version
     promote(configure_mlflow(rl_home), "finstream-direction", version)
 
-    report = train_agent(rl_home, algo="ppo", iterations=2)
+    report = rl_training_flow(algo="ppo", iterations=2)
     assert module_checkpoint(report.checkpoint).is_dir()
     assert report.policy_path.is_file()
     assert list(report.curve.index) == [1, 2]
@@ -206,15 +206,18 @@ def test_ppo_agent_trains_exports_evaluates_and_registers(
         assert text in result.output, text
 
 
-def test_dqn_agent_trains_exports_and_meets_the_gates(rl_home: Settings, held_out: dict) -> None:
+def test_dqn_agent_trains_exports_and_meets_the_gates(
+    rl_home: Settings, held_out: dict, prefect_api: str
+) -> None:
     from finstream.models.policy import load_policy
-    from training.rl.agent_stages import build_algo_config, train_agent
+    from flows.rl import rl_training_flow
+    from training.rl.agent_stages import build_algo_config
     from training.rl.evaluate import collect_observations
 
     with pytest.raises(ConfigError, match="discrete action space"):
         build_algo_config("dqn", {}, RLParams(action_mode="continuous"))
 
-    report = train_agent(rl_home, algo="dqn", iterations=3)
+    report = rl_training_flow(algo="dqn", iterations=3)
     _check_tracked_and_registered(rl_home, report, "dqn")
     policy = load_policy(report.policy_path)
     obs = collect_observations(held_out, policy, N_OBS)
@@ -222,13 +225,15 @@ def test_dqn_agent_trains_exports_and_meets_the_gates(rl_home: Settings, held_ou
     assert report.evaluation.metrics["n_test"] == len(report.evaluation.rollout) > 500
 
 
-def test_continuous_ppo_exports_the_clipped_mean(rl_home: Settings, held_out: dict) -> None:
+def test_continuous_ppo_exports_the_clipped_mean(
+    rl_home: Settings, held_out: dict, prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from finstream.models.policy import load_policy
-    from training.rl.agent_stages import train_agent
+    from flows.rl import rl_training_flow
     from training.rl.evaluate import collect_observations
 
-    rl = rl_home.rl.model_copy(update={"action_mode": "continuous"})
-    report = train_agent(rl_home.model_copy(update={"rl": rl}), algo="ppo", iterations=1)
+    monkeypatch.setenv("FINSTREAM_RL__ACTION_MODE", "continuous")
+    report = rl_training_flow(algo="ppo", iterations=1)
     policy = load_policy(report.policy_path)
     assert policy.meta["action_low"] == [0.0] and policy.meta["action_high"] == [1.0]
     obs = collect_observations({**held_out, "action_mode": "continuous"}, policy, N_OBS)

@@ -48,6 +48,7 @@ FAST = {
     "FINSTREAM_TRAIN__TEST_YEARS": "3",
     "FINSTREAM_TRAIN__MIN_TRAIN_YEARS": "4",
     "FINSTREAM_TRAIN__TUNE_SAMPLES": "0",
+    "FINSTREAM_TRAIN__WORKERS": "1",
 }
 STARTUP_S = 90
 AGENT_MODEL = "finstream-agent"
@@ -211,15 +212,15 @@ def _wait_up(server: Server, path: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[Served]:
     """CSI 300 + S&P 500 2008-2018 features in Feast's Redis online store (reached through a proxy the tests
     can cut), ridge champions v1, an lstm return model (registered, not champion), a PPO agent champion
     (1 iteration on CSI 300), and two servers: one on that registry, one on an empty registry."""
     from finstream import featurestore
     from finstream.models.registry import champion_version, promote
     from finstream.models.tracking import configure_mlflow
-    from training.rl.agent_stages import train_agent
-    from training.zoo_stages import train
+    from flows.rl import rl_training_flow
+    from flows.training import training_flow
 
     _require_redis()
     workdir = tmp_path_factory.mktemp("serving")
@@ -240,9 +241,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         validate_stage(settings)
         features_stage(settings)
         materialize_stage(settings)
-        train(settings, families=["ridge"], tasks=["regression", "classification"])
-        lstm = train(settings, families=["lstm"], tasks=["regression"])
-        report = train_agent(settings, algo="ppo", iterations=1)
+        training_flow(families=["ridge"], tasks=["regression", "classification"])
+        lstm = training_flow(families=["lstm"], tasks=["regression"])
+        report = rl_training_flow(algo="ppo", iterations=1)
         client = configure_mlflow(settings)
         for name in (RETURN_MODEL, DIRECTION_MODEL):
             if champion_version(client, name) != "1":
@@ -279,8 +280,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 def _registered_version(report: object, name: str) -> str:
     decision = report.decisions["regression"]  # type: ignore[attr-defined]
-    assert decision["model"] == name and decision["family"] == "lstm", decision
-    return str(decision["version"])
+    assert decision.model == name and decision.family == "lstm", decision
+    return str(decision.version)
 
 
 def _copy_of_v1(client: object) -> object:
@@ -340,8 +341,8 @@ def test_predict_returns_forecasts_from_the_champions(served: Served) -> None:
 
 def test_serving_inputs_match_the_training_transform(served: Served) -> None:
     """The numpy input path of serving equals finstream.models.inputs.model_inputs + one-hot columns."""
-    from finstream.models.inputs import MODEL_FEATURES, model_inputs
-    from serving.online import FeatureReader, input_matrix
+    from finstream.models.inputs import MODEL_FEATURES, input_matrix, model_inputs
+    from serving.online import FeatureReader
 
     rows = FeatureReader(served.settings).latest(SYMBOLS)
     frame = pd.DataFrame(rows.values)

@@ -45,10 +45,10 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
-    """Real stages into a fresh home, then `train_agent` (PPO, 1 iteration): a registered finstream-agent."""
+def trained(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[Trained]:
+    """Real stages into a fresh home, then `rl_training_flow` (PPO, 1 iteration): a registered agent."""
     from finstream.data_stages import features_stage, ingest_stage, validate_stage
-    from training.rl.agent_stages import train_agent
+    from flows.rl import rl_training_flow
     from training.rl.env import env_config_from_dataset
     from training.store_dataset import load_training_set
 
@@ -59,7 +59,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
         ingest_stage(settings, f"{SYMBOL},^GSPC", "packaged", date(2008, 1, 1), date(2018, 12, 31))
         validate_stage(settings)
         features_stage(settings)
-        report = train_agent(settings, algo="ppo", iterations=1)
+        report = rl_training_flow(algo="ppo", iterations=1)
         dataset, _ = load_training_set(settings, [SYMBOL])
         test_config = env_config_from_dataset(dataset, SYMBOL, "test", settings.rl, settings.train.costs)
         yield Trained(settings, report, test_config)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import mlflow
 import pandas as pd
 import pytest
@@ -23,6 +26,7 @@ FAST = {
     "FINSTREAM_TRAIN__MIN_TRAIN_YEARS": "4",
     "FINSTREAM_TRAIN__EPOCHS": "1",
     "FINSTREAM_TRAIN__TUNE_SAMPLES": "0",
+    "FINSTREAM_TRAIN__WORKERS": "1",
 }
 
 
@@ -41,15 +45,14 @@ def trained_home(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Setting
     return s
 
 
-def test_train_logs_evaluates_registers_and_gates(trained_home: Settings) -> None:
+def test_train_logs_evaluates_registers_and_gates(trained_home: Settings, prefect_api: str) -> None:
     from finstream.models.registry import REGISTERED_MODELS
     from finstream.models.tracking import configure_mlflow
+    from flows.training import training_flow
     from training.store_dataset import file_md5
-    from training.zoo_stages import train
 
-    report = train(
-        trained_home, families=["ridge", "xgboost", "lstm"], tasks=["regression", "classification"]
-    )
+    report = training_flow(families=["ridge", "xgboost", "lstm"], tasks=["regression", "classification"])
+    assert report.failures == []
     assert {(c.task, c.family) for c in report.candidates} == {
         (t, f) for t in ("regression", "classification") for f in ("ridge", "xgboost", "lstm")
     }
@@ -57,12 +60,12 @@ def test_train_logs_evaluates_registers_and_gates(trained_home: Settings) -> Non
     client = configure_mlflow(trained_home)
     for task, name in REGISTERED_MODELS.items():
         decision = report.decisions[task]
-        assert decision["version"] == 1
-        assert "folds 3" in decision["reason"] and "DM p-value" in decision["reason"]
+        assert decision.version == "1"
+        assert "folds 3" in decision.reason and "DM p-value" in decision.reason
         version = client.get_model_version(name, "1")
         assert version.tags["data_version"] == report.data_version
-        assert version.tags["promotion.decision"] == ("champion" if decision["promote"] else "challenger")
-        alias = "champion" if decision["promote"] else "challenger"
+        assert version.tags["promotion.decision"] == ("champion" if decision.promote else "challenger")
+        alias = "champion" if decision.promote else "challenger"
         assert int(client.get_model_version_by_alias(name, alias).version) == 1
         model = mlflow.pyfunc.load_model(f"models:/{name}/1")
         assert model.metadata.get_input_schema() is not None
@@ -117,9 +120,9 @@ def test_ray_tune_tracks_every_trial_and_never_sees_the_test_period(trained_home
     assert runs["metrics.ic"].notna().all()
 
 
-def test_retrain_flow_runs_data_and_training(trained_home: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_retrain_flow_runs_data_and_training(
+    trained_home: Settings, monkeypatch: pytest.MonkeyPatch, prefect_api: str
+) -> None:
     from flows.training import retrain_flow
 
     monkeypatch.setenv("FINSTREAM_INGEST__SYMBOLS", '["000300.SH", "^GSPC"]')
@@ -127,12 +130,108 @@ def test_retrain_flow_runs_data_and_training(trained_home: Settings, monkeypatch
     monkeypatch.setenv("FINSTREAM_INGEST__START", "2008-01-01")
     monkeypatch.setenv("FINSTREAM_INGEST__END", "2018-12-31")
     monkeypatch.setenv("FINSTREAM_TRAIN__PER_SYMBOL", "true")
-    with prefect_test_harness(server_startup_timeout=120):
-        report = retrain_flow(families=["ridge"], tasks=["regression"])
-    assert report.decisions["regression"]["family"] == "ridge"
+    report = retrain_flow(families=["ridge"], tasks=["regression"])
+    assert report.decisions["regression"].family == "ridge"
     assert {c.scope for c in report.candidates} == {"pooled", "000300.SH", "^GSPC"}
     pooled = next(c for c in report.candidates if c.scope == "pooled")
     alone = next(c for c in report.candidates if c.scope == "^GSPC")
     assert pooled.metrics["n_test"] > alone.metrics["n_test"]
     assert Path(trained_home.paths.reports / "leaderboard.md").is_file()
     assert os.environ["FINSTREAM_HOME"] == str(trained_home.paths.home)
+
+
+def _task_runs(api: str, flow_run_id: object) -> dict[str, str]:
+    """Task run name -> final state type of one flow run, read back from the Prefect server's API."""
+    body = {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}, "limit": 200}
+    runs = httpx.post(f"{api}/task_runs/filter", json=body, timeout=30).json()
+    return {r["name"]: r["state_type"] for r in runs}
+
+
+def test_training_flow_shows_one_task_run_per_family_and_task(
+    trained_home: Settings, prefect_api: str
+) -> None:
+    """`finstream train` against a real Prefect server (PREFECT_API_URL, as a user runs it): every stage is a
+    task run, each family x task its own, the evaluations in 2 processes."""
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_api,
+        "FINSTREAM_TRAIN__WORKERS": "2",
+        "FINSTREAM_TRAIN__TUNE_SAMPLES": "0",
+    }
+    families, tasks = ("ridge", "hist_gb"), ("regression", "classification")
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "finstream"),
+            "train",
+            "-f",
+            ",".join(families),
+            "--tasks",
+            ",".join(tasks),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    flow_runs = httpx.post(
+        f"{prefect_api}/flow_runs/filter",
+        json={"flows": {"name": {"any_": ["training_flow"]}}, "sort": "START_TIME_DESC", "limit": 1},
+        timeout=30,
+    ).json()
+    assert flow_runs and flow_runs[0]["state_type"] == "COMPLETED"
+    runs = _task_runs(prefect_api, flow_runs[0]["id"])
+    evaluations = {name for name in runs if name.startswith("evaluate-")}
+    assert evaluations == {f"evaluate-{t}-{f}" for t in tasks for f in families}
+    assert all(runs[name] == "COMPLETED" for name in evaluations), runs
+    for stage in ("training-set", "leakage-check-regression", "walk-forward-runs-classification",
+                  "register-regression", "gate-classification"):  # fmt: skip
+        assert runs.get(stage) == "COMPLETED", (stage, runs)
+    assert runs.get("leaderboard") == "COMPLETED"
+    assert "failed" not in done.stdout
+
+
+def test_a_failing_family_leaves_the_others_registered_and_is_named(
+    trained_home: Settings, prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hist_gb is made to fail (in-process run, so the fault can be injected): ridge is still evaluated,
+    registered and gated for both tasks, and the leaderboard names the failure."""
+    import flows.training
+    from finstream.models.tracking import configure_mlflow
+    from training import zoo_stages
+
+    monkeypatch.setenv("FINSTREAM_TRAIN__WORKERS", "1")
+    real = zoo_stages._log_candidate
+
+    def failing(settings: Settings, dataset: object, task: str, family: str, *args: object) -> object:
+        if family == "hist_gb":
+            raise RuntimeError("injected failure: hist_gb cannot fit")
+        return real(settings, dataset, task, family, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zoo_stages, "_log_candidate", failing)
+    state = flows.training.training_flow(
+        families=["ridge", "hist_gb"], tasks=["regression", "classification"], return_state=True
+    )
+    assert state.is_completed(), state
+    report = state.result()
+    assert {(f.task, f.family) for f in report.failures} == {
+        ("regression", "hist_gb"),
+        ("classification", "hist_gb"),
+    }
+    assert all("injected failure" in f.error for f in report.failures)
+    assert {(c.task, c.family) for c in report.candidates} == {
+        ("regression", "ridge"),
+        ("classification", "ridge"),
+    }
+    client = configure_mlflow(trained_home)
+    for decision in report.decisions.values():
+        assert decision.family == "ridge"
+        assert client.get_model_version(decision.model, decision.version).tags["family"] == "ridge"
+    assert set(report.decisions) == {"regression", "classification"}
+    runs = _task_runs(prefect_api, state.state_details.flow_run_id)
+    assert (
+        runs["evaluate-regression-hist_gb"] == "FAILED" and runs["evaluate-regression-ridge"] == "COMPLETED"
+    )
+    md = (trained_home.paths.reports / "leaderboard.md").read_text()
+    assert "failed candidates" in md and "hist_gb" in md and "injected failure" in md
+    assert "ridge" in md

@@ -1,4 +1,5 @@
-"""Train a Ray RLlib trading agent (PPO or DQN, new API stack), track it, evaluate it, export and register it.
+"""RL training as stages: prepare → train (Ray RLlib PPO or DQN, new API stack) → export → evaluate → register
+→ gate. `flows/rl.py` orders them, one Prefect task each.
 
 A run is `settings.rl` plus a recorder (MLflow experiment `finstream-agent`): the parameters, the learning
 curve per iteration (episode return, seconds, env steps), the RLlib checkpoint, the held-out evaluation
@@ -30,6 +31,8 @@ from finstream.models.registry import AGENT_MODEL
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
+    from training.dataset import Dataset
+    from training.promotion import GateDecision, Registration
     from training.rl.evaluate import AgentEvaluation
 
 log = logging.getLogger(__name__)
@@ -67,8 +70,41 @@ CURVE_METRICS: dict[str, tuple[str, ...]] = {
 
 
 @dataclass
+class AgentRun:
+    """Stage 1: what the run trains on (the symbol's training and held-out env configs) and its MLflow run."""
+
+    algo: str
+    symbol: str
+    action_mode: str
+    iterations: int
+    run_id: str
+    data_version: str
+    out: Path
+    train_config: dict[str, Any]
+    test_config: dict[str, Any]
+    dataset: Dataset
+
+
+@dataclass
+class TrainedAgent:
+    """Stage 2: the learning curve and the RLlib checkpoint."""
+
+    curve: pd.DataFrame
+    checkpoint: Path
+    train_seconds: float
+
+
+@dataclass
+class ExportedAgent:
+    """Stage 3: the Ray-free TorchScript policy and its in-sample (training period) backtest figures."""
+
+    policy_path: Path
+    train_metrics: dict[str, float]
+
+
+@dataclass
 class AgentReport:
-    """What `train_agent` produced: where everything is, the learning curve, the evaluation, the decision."""
+    """What an RL training run produced: where everything is, the curve, the evaluation, the decision."""
 
     algo: str
     symbol: str
@@ -269,34 +305,27 @@ def _train(
     return pd.DataFrame(points).set_index("iteration"), checkpoint, time.perf_counter() - t0
 
 
-def train_agent(settings: Settings, algo: str | None = None, iterations: int | None = None) -> AgentReport:
-    """Train `algo` (default rl.algo) `iterations` times on rl.symbol; evaluate held-out, export, register."""
+def prepare_agent(settings: Settings, algo: str | None = None, iterations: int | None = None) -> AgentRun:
+    """Stage 1: check the settings, build the env configs from the Feast training set, open the MLflow run."""
     import mlflow
 
-    from finstream.models.registry import register_candidate
     from finstream.models.tracking import configure_mlflow, ensure_experiment
-    from training.promotion import promote_or_challenge
     from training.rl.env import env_config_from_dataset
-    from training.rl.evaluate import book_rollout, collect_observations, evaluate_agent, log_evaluation
-    from training.rl.export import POLICY_FILE, export_policy, load_policy, log_policy
     from training.store_dataset import load_training_set
 
-    started = time.perf_counter()
     params = settings.rl
     algo = algo or params.algo
     iterations = params.iterations if iterations is None else iterations
     check_algo(algo, params)
     if iterations < 1:
         raise ConfigError(f"iterations must be >= 1, got {iterations}")
-    client = configure_mlflow(settings)
+    configure_mlflow(settings)
     dataset, data_version = load_training_set(settings, [params.symbol])
     costs = settings.train.costs
     train_config = env_config_from_dataset(dataset, params.symbol, "train", params, costs)
     test_config = env_config_from_dataset(dataset, params.symbol, "test", params, costs)
     experiment = ensure_experiment(EXPERIMENT, settings)
     with mlflow.start_run(experiment_id=experiment, run_name=f"{algo}-{params.symbol}") as run:
-        run_id = run.info.run_id
-        out = settings.paths.home.resolve() / "agents" / run_id
         mlflow.set_tags(
             {
                 "algo": algo,
@@ -307,68 +336,114 @@ def train_agent(settings: Settings, algo: str | None = None, iterations: int | N
             }
         )
         _log_params(params, algo, iterations, train_config)
-        curve, checkpoint, train_seconds = _train(settings, algo, iterations, params, train_config, out)
-        mlflow.log_metric("train_seconds", train_seconds)
-        mlflow.log_artifacts(str(checkpoint), artifact_path="checkpoint")
-
-        policy_path = export_policy(checkpoint, out / POLICY_FILE, algo, params.action_mode)
-        policy = load_policy(policy_path)
-        in_sample = book_rollout(train_config, policy, costs).result
-        train_metrics = {"train_sharpe": in_sample.sharpe, "train_ann_return": in_sample.ann_return}
-        mlflow.log_metrics({k: v for k, v in train_metrics.items() if math.isfinite(v)})
-        evaluation = evaluate_agent(
-            policy,
-            test_config,
-            costs,
-            algo=algo,
-            dataset=dataset,
-            client=client,
-            data_version=data_version,
-        )
-        log_evaluation(evaluation)
-        spec = env_spec(train_config)
-        mlflow.log_dict(spec, "policy_env.json")
-        info = log_policy(policy_path, collect_observations(test_config, policy, 5), env_spec=spec)
-        tags = {
-            "features": ",".join(train_config.get("feature_names", [])),
-            "data_version": data_version,
-            "family": algo,
-            "task": TASK,
-            "symbol": params.symbol,
-            "action_mode": params.action_mode,
-        }
-        version = register_candidate(
-            client, REGISTERED_MODEL, info.model_uri, run_id, evaluation.metrics, tags
-        )
-        gates = settings.promotion.model_copy(update={"metric": "sharpe"})
-        decision = promote_or_challenge(client, REGISTERED_MODEL, version.version, gates)
-        mlflow.set_tags({"promotion.decision": "champion" if decision.promote else "challenger"})
-    report = AgentReport(
+    run_id = run.info.run_id
+    return AgentRun(
         algo=algo,
         symbol=params.symbol,
         action_mode=params.action_mode,
         iterations=iterations,
         run_id=run_id,
         data_version=data_version,
-        checkpoint=checkpoint,
-        policy_path=policy_path,
-        model_uri=info.model_uri,
-        version=str(version.version),
-        promote=decision.promote,
-        reason=decision.reason,
-        curve=curve,
-        evaluation=evaluation,
-        train_metrics=train_metrics,
-        train_seconds=round(train_seconds, 1),
-        seconds=round(time.perf_counter() - started, 1),
+        out=settings.paths.home.resolve() / "agents" / run_id,
+        train_config=train_config,
+        test_config=test_config,
+        dataset=dataset,
     )
-    log.info(
-        "%s agent on %s: %s v%s -> %s (%s)",
-        algo,
-        params.symbol,
-        REGISTERED_MODEL,
-        version.version,
-        "champion" if decision.promote else "challenger",
-        decision.reason,
+
+
+def train_policy(settings: Settings, run: AgentRun) -> TrainedAgent:
+    """Stage 2: train with RLlib, the curve logged per iteration; save and log the checkpoint."""
+    import mlflow
+
+    with mlflow.start_run(run_id=run.run_id):
+        curve, checkpoint, seconds = _train(
+            settings, run.algo, run.iterations, settings.rl, run.train_config, run.out
+        )
+        mlflow.log_metric("train_seconds", seconds)
+        mlflow.log_artifacts(str(checkpoint), artifact_path="checkpoint")
+    return TrainedAgent(curve, checkpoint, seconds)
+
+
+def export_agent(settings: Settings, run: AgentRun, trained: TrainedAgent) -> ExportedAgent:
+    """Stage 3: trace the policy to TorchScript (servable without Ray); book its in-sample rollout."""
+    import mlflow
+
+    from finstream.models.policy import POLICY_FILE, load_policy
+    from training.rl.evaluate import book_rollout
+    from training.rl.export import export_policy
+
+    policy_path = export_policy(trained.checkpoint, run.out / POLICY_FILE, run.algo, run.action_mode)
+    in_sample = book_rollout(run.train_config, load_policy(policy_path), settings.train.costs).result
+    metrics = {"train_sharpe": in_sample.sharpe, "train_ann_return": in_sample.ann_return}
+    with mlflow.start_run(run_id=run.run_id):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+    return ExportedAgent(policy_path, metrics)
+
+
+def evaluate_held_out(settings: Settings, run: AgentRun, exported: ExportedAgent) -> AgentEvaluation:
+    """Stage 4: the exported policy's held-out rollout against buy-and-hold and the supervised champion."""
+    import mlflow
+
+    from finstream.models.policy import load_policy
+    from finstream.models.tracking import configure_mlflow
+    from training.rl.evaluate import evaluate_agent, log_evaluation
+
+    evaluation = evaluate_agent(
+        load_policy(exported.policy_path),
+        run.test_config,
+        settings.train.costs,
+        algo=run.algo,
+        dataset=run.dataset,
+        client=configure_mlflow(settings),
+        data_version=run.data_version,
     )
-    return report
+    with mlflow.start_run(run_id=run.run_id):
+        log_evaluation(evaluation)
+    return evaluation
+
+
+def register_agent(
+    settings: Settings, run: AgentRun, exported: ExportedAgent, evaluation: AgentEvaluation
+) -> Registration:
+    """Stage 5: log the policy as a pyfunc model (with its env spec) and register it as `finstream-agent`."""
+    import mlflow
+
+    from finstream.models.policy import load_policy
+    from finstream.models.registry import register_candidate
+    from finstream.models.tracking import configure_mlflow
+    from training.promotion import Registration
+    from training.rl.evaluate import collect_observations
+    from training.rl.export import log_policy
+
+    spec = env_spec(run.train_config)
+    examples = collect_observations(run.test_config, load_policy(exported.policy_path), 5)
+    with mlflow.start_run(run_id=run.run_id):
+        mlflow.log_dict(spec, "policy_env.json")
+        info = log_policy(exported.policy_path, examples, env_spec=spec)
+    tags = {
+        "features": ",".join(run.train_config.get("feature_names", [])),
+        "data_version": run.data_version,
+        "family": run.algo,
+        "task": TASK,
+        "symbol": run.symbol,
+        "action_mode": run.action_mode,
+    }
+    client = configure_mlflow(settings)
+    version = register_candidate(
+        client, REGISTERED_MODEL, info.model_uri, run.run_id, evaluation.metrics, tags
+    )
+    return Registration(TASK, REGISTERED_MODEL, str(version.version), run.algo, run.run_id)
+
+
+def gate_agent(settings: Settings, registration: Registration) -> GateDecision:
+    """Stage 6: the supervised models' gates with Sharpe as the metric (baseline: buy-and-hold)."""
+    import mlflow
+
+    from finstream.models.tracking import configure_mlflow
+    from training.promotion import gate_registration
+
+    gates = settings.promotion.model_copy(update={"metric": "sharpe"})
+    decision = gate_registration(configure_mlflow(settings), registration, gates)
+    with mlflow.start_run(run_id=registration.run_id):
+        mlflow.set_tags({"promotion.decision": "champion" if decision.promote else "challenger"})
+    return decision

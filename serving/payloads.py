@@ -1,4 +1,5 @@
-"""Request and response bodies of the HTTP API (pydantic): what clients send and get back."""
+"""Request and response bodies of the HTTP API (pydantic): what clients send and get back, and `json_response`
+that writes a body in one pydantic-core call."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.responses import Response
 
 MAX_SYMBOLS = 100
 
@@ -249,3 +251,8 @@ class HistoryResponse(BaseModel):
     bars: list[Bar]
     total: int = Field(description="Bars in the range before the limit.")
     truncated: bool
+
+
+def json_response(body: BaseModel, status: int = 200) -> Response:
+    """`body` serialised by pydantic-core in one call (FastAPI's response_model pass is skipped)."""
+    return Response(body.model_dump_json(), status_code=status, media_type="application/json")

@@ -40,7 +40,7 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     The URL goes into Prefect's settings context, the way `prefect_test_harness` does it, so each test's
     FINSTREAM_* environment still applies to the flows it runs.
     """
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     import flows  # noqa: F401 - sets Prefect's environment defaults before prefect is imported
@@ -49,6 +49,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url
-            APILogHandler.flush()  # send the buffered run logs before the server goes away
+            APILogWorker.drain_all(timeout=10)  # send the buffered run logs before the server goes away
     finally:
         server.stop()

@@ -33,6 +33,7 @@ ROW_ID = "row_id"
 NOW_PARAMETER = "now"
 DATASOURCE, ASSET, BATCH = "finstream_frames", "bars", "whole_frame"
 RESULT_FORMAT = {"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]}
+MOVE_REASON = "abs(close / prev_close - 1) <= move limit"  # the move expectation's description
 
 _gx_lock = threading.Lock()  # one shared GX context; validation runs are serialised through it
 
@@ -146,12 +147,17 @@ def _bar_frame(bars: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _with_derived_columns(frame: pd.DataFrame, limits: dict[str, float]) -> pd.DataFrame:
+def _with_derived_columns(
+    frame: pd.DataFrame, limits: dict[str, float], failing_other: np.ndarray | None = None
+) -> pd.DataFrame:
     """Add row_id, key_repeat, abs_move and move_limit: the columns the suite checks beyond the Bar's own.
 
     key_repeat: 0 for the first copy of a (symbol, ts) key in ingested_at order (ties: input order),
-    1, 2, ... for later copies. abs_move: |close / prev_close - 1|, where prev_close is the previous bar
-    of the symbol with a usable close (keyed, not a repeat, close > 0); NaN where there is none.
+    1, 2, ... for later copies. abs_move: |close / prev_close - 1|, where prev_close is the symbol's
+    previous *clean* close (`_moves`): bars with a usable close (keyed, not a repeat, close > 0) in time
+    order, a bar becoming the reference only if it passes the move check and is not in `failing_other`
+    (row ids failing any other expectation); NaN where there is no reference yet. So one corrupt close is
+    one quarantined bar, not two: the next bar is measured against the last good close.
     move_limit: the symbol's limit, NaN (not checked) for symbols missing from move_limits.
     """
     work = frame.copy()
@@ -161,15 +167,45 @@ def _with_derived_columns(frame: pd.DataFrame, limits: dict[str, float]) -> pd.D
     repeat = pd.Series(0, index=work.index, dtype="int64")
     repeat.loc[by_ingest.index] = by_ingest.groupby(["symbol", "ts"], sort=False).cumcount().to_numpy()
     work["key_repeat"] = repeat
+    work["move_limit"] = work["symbol"].map(limits).astype("float64")
 
     usable = keyed & repeat.eq(0) & work["close"].gt(0)
-    chain = work.loc[usable, ["symbol", "ts", "close"]].sort_values(["symbol", "ts"], kind="stable")
-    prev_close = chain.groupby("symbol", sort=False)["close"].shift(1)
+    chain = work.loc[usable, ["symbol", "ts", "close", "move_limit", ROW_ID]].sort_values(
+        ["symbol", "ts"], kind="stable"
+    )
+    may_lead = np.ones(len(work), dtype=bool)
+    if failing_other is not None:
+        may_lead[failing_other] = False
     abs_move = pd.Series(np.nan, index=work.index, dtype="float64")
-    abs_move.loc[chain.index] = (chain["close"] / prev_close - 1.0).abs().to_numpy()
+    abs_move.loc[chain.index] = _moves(
+        chain["symbol"].to_numpy(),
+        chain["close"].to_numpy(dtype="float64"),
+        chain["move_limit"].to_numpy(dtype="float64"),
+        may_lead[chain[ROW_ID].to_numpy()],
+    )
     work["abs_move"] = abs_move
-    work["move_limit"] = work["symbol"].map(limits).astype("float64")
     return work
+
+
+def _moves(symbols: np.ndarray, close: np.ndarray, limit: np.ndarray, may_lead: np.ndarray) -> np.ndarray:
+    """|close / reference - 1| per bar (sorted by symbol, time); the reference is the last close that passed.
+
+    A bar passes when it has no reference yet, its symbol has no limit, or the move is within the limit;
+    it then becomes the reference if `may_lead` (it fails no other check). One pass, O(n).
+    """
+    out = np.full(close.size, np.nan)
+    reference = math.nan
+    previous_symbol = None
+    for i in range(close.size):
+        if symbols[i] != previous_symbol:
+            previous_symbol, reference = symbols[i], math.nan
+        passed = True
+        if not math.isnan(reference):
+            out[i] = abs(close[i] / reference - 1.0)
+            passed = math.isnan(limit[i]) or limit[i] >= out[i]
+        if passed and may_lead[i]:
+            reference = close[i]
+    return out
 
 
 def _exception_message(info: dict | None) -> str | None:
@@ -238,6 +274,20 @@ def _check_reconciles(
         raise AssertionError(f"per-symbol counts do not add up to {n_input} input / {len(clean)} clean rows")
 
 
+def _run_suite(
+    work: pd.DataFrame, suite: str, now_utc: pd.Timestamp
+) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
+    """Row ids failing each expectation of `suite` on the frame with derived columns, and the suite order."""
+    with _gx_lock:
+        definition, order = _validation_definition(suite)
+        raw = definition.run(
+            batch_parameters={"dataframe": work},
+            expectation_parameters={NOW_PARAMETER: now_utc},
+            result_format=RESULT_FORMAT,
+        )
+    return _failing_row_ids(raw, suite), order
+
+
 def validate_bars(
     bars: pd.DataFrame,
     *,
@@ -255,16 +305,12 @@ def validate_bars(
     now_utc = _utc(now, "now") if now is not None else validated_at
     limits = _checked_limits(move_limits)
     frame = _bar_frame(bars)
-    work = _with_derived_columns(frame, limits)
-
-    with _gx_lock:
-        definition, order = _validation_definition(suite)
-        raw = definition.run(
-            batch_parameters={"dataframe": work},
-            expectation_parameters={NOW_PARAMETER: now_utc},
-            result_format=RESULT_FORMAT,
-        )
-    failing = _failing_row_ids(raw, suite)
+    failing, order = _run_suite(_with_derived_columns(frame, limits), suite, now_utc)
+    other = [ids for reason, ids in failing.items() if reason != MOVE_REASON]
+    if any(ids.size for ids in other):
+        # a bar that fails another check is no reference for the next bar's move: measure again
+        failing_other = np.unique(np.concatenate(other))
+        failing, order = _run_suite(_with_derived_columns(frame, limits, failing_other), suite, now_utc)
     reasons = _reasons_by_row(failing, order)
 
     n_input = len(frame)

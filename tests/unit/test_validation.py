@@ -116,9 +116,9 @@ def injected(hs300: pd.DataFrame) -> pd.DataFrame:
     bars.loc[14, "expect"] = "open not null"
     bars.loc[20, "volume"] = -bars.loc[20, "volume"]
     bars.loc[20, "expect"] = "volume >= 0"
-    # A 30% jump: the level shifts from row 30 on, so only row 30's close-to-close move is implausible.
+    # A one-bar 30% spike at row 30: only row 30's move (against the last clean close) is implausible.
     prices = ["open", "high", "low", "close"]
-    bars.loc[30:, prices] = bars.loc[30:, prices] * 1.3
+    bars.loc[30, prices] = bars.loc[30, prices] * 1.3
     bars.loc[30, "expect"] = MOVE
 
     duplicate = bars.loc[[25]].assign(
@@ -180,15 +180,59 @@ def test_duplicates_keep_the_first_ingested_copy(hs300: pd.DataFrame) -> None:
     _reconciles(result)
 
 
-def test_one_bar_spike_fails_the_spike_and_the_rebound(hs300: pd.DataFrame) -> None:
-    """prev_close is the previous bar, so a lone spike makes two implausible moves (up, then back)."""
+def test_one_bar_spike_fails_the_spike_only(hs300: pd.DataFrame) -> None:
+    """prev_close is the previous *clean* close: a lone spike is one implausible move, the rebound is fine."""
     bars = _window(hs300, "2017-03-01", "2017-03-31").copy()
     bars.loc[10, "close"] *= 1.3
     bars.loc[10, "high"] = bars.loc[10, "close"]
     result = validate_bars(bars, move_limits=LIMITS, now=NOW)
 
-    assert result.quarantine["ts"].tolist() == bars.loc[[10, 11], "ts"].tolist()
+    assert result.quarantine["ts"].tolist() == bars.loc[[10], "ts"].tolist()
     assert set(result.quarantine["reasons"]) == {MOVE}
+
+
+def test_corrupt_close_quarantines_exactly_the_bad_bar(hs300: pd.DataFrame) -> None:
+    """A close x3 (high raised with it): that bar alone is quarantined; the next good bar stays validated
+    because its move is measured against the last clean close, not the corrupt one."""
+    bars = _window(hs300, "2017-03-01", "2017-04-28").copy()
+    bars.loc[12, "close"] *= 3
+    bars.loc[12, "high"] = bars.loc[12, "close"]
+    result = validate_bars(bars, move_limits=LIMITS, now=NOW)
+
+    assert result.quarantine["ts"].tolist() == [bars.loc[12, "ts"]]
+    assert result.quarantine["reasons"].tolist() == [MOVE]
+    assert bars.loc[13, "ts"] in set(result.clean["ts"])
+    assert len(result.clean) == len(bars) - 1
+    _reconciles(result)
+
+
+def test_a_bar_failing_another_check_is_no_reference_for_the_next_move(hs300: pd.DataFrame) -> None:
+    """A bar with high < low and a close x3: quarantined for both; the next bar is measured against the
+    close before it and stays clean."""
+    bars = _window(hs300, "2017-03-01", "2017-03-31").copy()
+    bars.loc[7, "close"] *= 3
+    bars.loc[7, "high"] = bars.loc[7, "low"] * 0.5
+    result = validate_bars(bars, move_limits=LIMITS, now=NOW)
+
+    assert result.quarantine["ts"].tolist() == [bars.loc[7, "ts"]]
+    assert (
+        MOVE in result.quarantine["reasons"].iloc[0] and "high >= low" in result.quarantine["reasons"].iloc[0]
+    )
+    assert len(result.clean) == len(bars) - 1
+    _reconciles(result)
+
+
+def test_a_persistent_level_shift_fails_until_the_level_returns(hs300: pd.DataFrame) -> None:
+    """Against the last clean close a 30% level shift stays implausible: every shifted bar is quarantined
+    (loudly, e.g. an unadjusted split), and bars back at the clean level are validated again."""
+    bars = _window(hs300, "2017-03-01", "2017-03-31").copy()
+    prices = ["open", "high", "low", "close"]
+    bars.loc[10:14, prices] = bars.loc[10:14, prices] * 1.3
+    result = validate_bars(bars, move_limits=LIMITS, now=NOW)
+
+    assert result.quarantine["ts"].tolist() == bars.loc[10:14, "ts"].tolist()
+    assert bars.loc[15, "ts"] in set(result.clean["ts"])
+    _reconciles(result)
 
 
 def test_move_check_is_per_symbol_and_only_for_listed_symbols(
@@ -196,7 +240,7 @@ def test_move_check_is_per_symbol_and_only_for_listed_symbols(
 ) -> None:
     spx = _window(spx_history, "2017-03-01", "2017-05-31").copy()
     prices = ["open", "high", "low", "close"]
-    spx.loc[20:, prices] = spx.loc[20:, prices] * 1.3  # S&P at ~2,400 and CSI 300 at ~3,400 interleave
+    spx.loc[20, prices] = spx.loc[20, prices] * 1.3  # a one-bar spike; S&P ~2,400 and CSI 300 ~3,400 interleave
     both = pd.concat([_window(hs300, "2017-03-01", "2017-05-31"), spx]).sample(frac=1.0, random_state=3)
 
     unchecked = validate_bars(both, move_limits=LIMITS, now=NOW)

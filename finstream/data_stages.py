@@ -16,7 +16,7 @@ import pandas as pd
 
 from finstream.config import Settings
 from finstream.errors import NoDataError, SchemaError
-from finstream.storage import read_bars, upsert_bars, write_parquet_atomic
+from finstream.storage import data_lock, read_bars, upsert_bars, write_parquet_atomic
 from finstream.symbols import parse_symbol, parse_symbols
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ def ingest_stage(
         )
     if not frames:
         raise NoDataError("; ".join(r.error or "" for r in results))
-    stored, changed = upsert_bars(settings.paths.raw_bars, pd.concat(frames, ignore_index=True))
+    with data_lock(settings.paths.data):
+        stored, changed = upsert_bars(settings.paths.raw_bars, pd.concat(frames, ignore_index=True))
     report = IngestReport(results, len(stored), changed, str(settings.paths.raw_bars))
     _write_json(settings.paths.reports / "ingest.json", asdict(report))
     return report
@@ -123,20 +124,22 @@ def validate_stage(settings: Settings, now: pd.Timestamp | None = None) -> Valid
     from expectations.loader import BarValidationError, validate_bars, write_report
 
     paths = settings.paths
-    raw = read_bars(paths.raw_bars, required=True, hint="run `finstream ingest` first")
-    limits = settings.validation.move_limits
-    move_limits = {}
-    for sym in raw["symbol"].unique():
-        klass = parse_symbol(sym).limit_class
-        if klass in limits:
-            move_limits[sym] = limits[klass]
-    try:
-        result = validate_bars(raw, move_limits=move_limits, now=now)
-    except BarValidationError as exc:
-        raise SchemaError(f"cannot validate {paths.raw_bars}: {exc}") from exc
-    clean, retained = _retain_previous(result.clean, result.quarantine, read_bars(paths.validated_bars))
-    write_parquet_atomic(clean, paths.validated_bars)
-    write_parquet_atomic(result.quarantine, paths.quarantine)
+    with data_lock(paths.data):
+        raw = read_bars(paths.raw_bars, required=True, hint="run `finstream ingest` first")
+        limits = settings.validation.move_limits
+        move_limits = {}
+        for sym in raw["symbol"].unique():
+            klass = parse_symbol(sym).limit_class
+            if klass in limits:
+                move_limits[sym] = limits[klass]
+        try:
+            result = validate_bars(raw, move_limits=move_limits, now=now)
+        except BarValidationError as exc:
+            raise SchemaError(f"cannot validate {paths.raw_bars}: {exc}") from exc
+        previous = read_bars(paths.validated_bars)
+        clean, retained = _retain_previous(result.clean, result.quarantine, previous)
+        write_parquet_atomic(clean, paths.validated_bars)
+        write_parquet_atomic(result.quarantine, paths.quarantine)
     stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
     report_path = write_report(result, paths.reports / "validation" / f"{stamp}.md")
     counts = result.counts
@@ -192,11 +195,14 @@ def features_stage(settings: Settings) -> FeaturesReport:
     from finstream.indicators import feature_names
 
     paths = settings.paths
-    bars = read_bars(paths.validated_bars, required=True, hint="run `finstream validate` first")
-    frame = build_features(bars)
-    if frame.empty:
-        raise NoDataError("no feature rows: every symbol has fewer validated bars than the indicator warm-up")
-    write_parquet_atomic(frame, paths.features)
+    with data_lock(paths.data):
+        bars = read_bars(paths.validated_bars, required=True, hint="run `finstream validate` first")
+        frame = build_features(bars)
+        if frame.empty:
+            raise NoDataError(
+                "no feature rows: every symbol has fewer validated bars than the indicator warm-up"
+            )
+        write_parquet_atomic(frame, paths.features)
     counts = {str(k): int(v) for k, v in frame.groupby("symbol").size().items()}
     report = FeaturesReport(len(frame), counts, feature_names(), str(paths.features))
     _write_json(paths.reports / "features.json", asdict(report))

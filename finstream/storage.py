@@ -1,18 +1,47 @@
-"""Parquet files of each stage, written atomically so a failed run never leaves a half-written file."""
+"""Parquet files of each stage, written atomically so a failed run never leaves a half-written file, and the
+lock that serialises read-modify-write cycles of them across processes (two ingests started together must
+both land: without it, each read the table before the other wrote, and the last rename won)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from finstream.errors import NoDataError
 from finstream.schema import BAR_COLUMNS, empty_bars
 
 log = logging.getLogger(__name__)
+
+
+LOCK_FILE = ".write.lock"
+LOCK_TIMEOUT_S = 600.0
+
+
+@contextmanager
+def data_lock(data_dir: Path, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the data folder's write lock (an OS file lock: released if the holder dies) for one cycle.
+
+    Writers of the stage tables (ingest's upsert, validation, features) take it around read → merge →
+    atomic rename, so concurrent runs on one FINSTREAM_HOME serialise their writes and lose nothing.
+    Readers need no lock: every file is replaced atomically.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(data_dir / LOCK_FILE, timeout=timeout_s)
+    try:
+        with lock:
+            yield
+    except Timeout:
+        raise NoDataError(
+            f"another finstream run has held the write lock of {data_dir} for {timeout_s:.0f} s; "
+            f"if none is running, delete {data_dir / LOCK_FILE}"
+        ) from None
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from finstream.storage import read_bars, upsert_bars
 
@@ -37,3 +38,20 @@ def test_reingesting_the_same_bars_leaves_the_file_untouched(tmp_path: Path, csi
 def test_no_temp_files_left_behind(tmp_path: Path, csi300: pd.DataFrame) -> None:
     upsert_bars(tmp_path / "raw.parquet", csi300.iloc[:10])
     assert [p.name for p in tmp_path.iterdir()] == ["raw.parquet"]
+
+
+def test_a_held_write_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    from finstream.errors import NoDataError
+    from finstream.storage import LOCK_FILE, data_lock
+
+    with data_lock(tmp_path, timeout_s=1):  # free: taken and released
+        pass
+    holder = FileLock(tmp_path / LOCK_FILE)
+    with (
+        holder,
+        pytest.raises(NoDataError, match=r"held the write lock of .* for 0 s"),
+        data_lock(tmp_path, timeout_s=0.2),
+    ):
+        pass

@@ -55,10 +55,12 @@ def ingest_stage(
     source: str | None = None,
     start: date | None = None,
     end: date | None = None,
+    resample: str | None = None,
 ) -> IngestReport:
     """Fetch each symbol through the router and upsert into the raw bars file.
 
     A symbol no provider can serve is reported, not fatal, unless no symbol at all could be fetched.
+    `resample="1d"` lets a csv:PATH source of intraday bars aggregate them to days (else it is refused).
     """
     from finstream.sources.router import SourceRouter
 
@@ -72,7 +74,7 @@ def ingest_stage(
     if source.startswith("csv:"):
         from finstream.sources.csvfile import CsvSource
 
-        router = SourceRouter(settings, sources={"csv": CsvSource(settings, source[4:])})
+        router = SourceRouter(settings, sources={"csv": CsvSource(settings, source[4:], resample)})
         source = "csv"
     else:
         router = SourceRouter(settings)

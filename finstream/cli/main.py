@@ -59,6 +59,13 @@ def check_families(value: str | None) -> str | None:
     return value
 
 
+def check_resample(value: str | None) -> str | None:
+    """Only daily resampling exists (finstream stores daily bars): anything else is a usage error."""
+    if value not in (None, "1d"):
+        raise typer.BadParameter(f"{value!r}: the only target is 1d (daily bars)")
+    return value
+
+
 def check_tasks(value: str | None) -> str | None:
     """Reject tasks other than regression and classification (a usage error, exit 2)."""
     unknown = sorted(set(split_names(value) or []) - set(TASKS))
@@ -115,13 +122,24 @@ def main(
 @app.command()
 @cli_errors
 def ingest(
-    symbols: SymbolsOpt = None, source: SourceOpt = None, start: StartOpt = None, end: EndOpt = None
+    symbols: SymbolsOpt = None,
+    source: SourceOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    resample: Annotated[
+        str | None,
+        typer.Option(
+            callback=check_resample,
+            metavar="1d",
+            help="csv:PATH with intraday bars: aggregate them to daily bars (refused without it).",
+        ),
+    ] = None,
 ) -> None:
     """Fetch daily bars through the source router (failover ends at the packaged real history)."""
     from finstream.cli.render import ingest_table
     from finstream.data_stages import ingest_stage
 
-    report = ingest_stage(load_settings(), symbols, source, start, end)
+    report = ingest_stage(load_settings(), symbols, source, start, end, resample=resample)
     console.print(ingest_table(report))
     if report.failed:
         raise FinstreamError(f"{len(report.failed)} of {len(report.symbols)} symbols could not be ingested")

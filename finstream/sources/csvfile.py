@@ -1,4 +1,11 @@
-"""`csv:PATH` — a user's own daily OHLCV file, with English or AkShare-style Chinese headers."""
+"""`csv:PATH` — a user's own OHLCV file, with English or AkShare-style Chinese headers.
+
+The file's bar interval is told from its timestamps (`finstream.intervals.detect_interval`). finstream
+stores daily bars: a daily file is read as it is; an intraday file is refused with one line saying what it
+holds, unless the user asks for `resample="1d"` (`finstream ingest --resample 1d`), which aggregates the
+bars within each exchange-local day. Timestamps with a UTC offset keep it; naive ones are read in the
+market's exchange time.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import pandas as pd
 
 from finstream.config import Settings
 from finstream.errors import SchemaError, SourceError
+from finstream.intervals import DAILY, detect_interval, resample_daily
 from finstream.schema import daily_close_ts, to_bar_frame
 from finstream.sources.base import Source, clip_dates
 from finstream.symbols import Symbol, infer_cn_symbol, parse_symbol
@@ -96,15 +104,34 @@ def parse_dates(values: pd.Series, path: str) -> pd.Series:
     return distinct[gaps.index(min(gaps))]
 
 
+def parse_times(values: pd.Series, path: str, tz: str) -> pd.Series:
+    """Exchange-local timestamps (zone `tz`) of a date/time column: offsets kept, naive times read in `tz`."""
+    text = values.astype(str).str.strip()
+    offset = r"(?:[+-]\d{2}:?\d{2}|Z)$"
+    if text.str.contains(r"[ T]00:00(?::00(?:\.0+)?)?" + offset, regex=True).all():
+        # dates written as midnight with an offset: the written date is the trading day
+        return parse_dates(text.str.slice(0, 10), path).dt.tz_localize(tz)
+    if text.str.contains(offset, regex=True).all():
+        parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+        if parsed.isna().any():
+            bad = text[parsed.isna()].iloc[0]
+            raise SchemaError(f"{path}: cannot parse timestamp {bad!r}")
+        return parsed.dt.tz_convert(tz)
+    return parse_dates(values, path).dt.tz_localize(tz, ambiguous="raise", nonexistent="raise")
+
+
 class CsvSource(Source):
     """Reads one CSV file; a `symbol` column selects rows, otherwise the file is one symbol's history."""
 
     name = "csv"
     live = False
 
-    def __init__(self, settings: Settings, path: str | Path) -> None:
+    def __init__(self, settings: Settings, path: str | Path, resample: str | None = None) -> None:
         super().__init__(settings)
         self.path = Path(path).expanduser()
+        if resample not in (None, DAILY):
+            raise SchemaError(f"resample to {resample!r} is not supported: finstream stores {DAILY} bars")
+        self.resample = resample
 
     def _read(self) -> pd.DataFrame:
         if not self.path.is_file():
@@ -132,15 +159,33 @@ class CsvSource(Source):
                 raise SourceError(f"{self.path} has no rows for {symbol.canonical}")
         if raw.empty:
             raise SourceError(f"{self.path} has no data rows")
-        dates = parse_dates(raw[cols["date"]], str(self.path))
+        values = pd.DataFrame(
+            {
+                "local_time": parse_times(raw[cols["date"]], str(self.path), symbol.tz).to_numpy(),
+                **{c: raw[cols[c]].str.replace(",", "", regex=False).to_numpy() for c in REQUIRED[1:]},
+                "amount": raw[cols["amount"]].to_numpy() if "amount" in cols else None,
+            }
+        )
+        interval = detect_interval(values["local_time"], str(self.path))
+        if interval == DAILY:
+            values["date"] = values["local_time"].dt.tz_localize(None).dt.normalize()
+        elif self.resample == DAILY:
+            read = len(values)
+            values = resample_daily(values)
+            log.info("csv %s: %d %s bars resampled to %d daily bars", self.path, read, interval, len(values))
+        else:
+            raise SchemaError(
+                f"{self.path} holds {interval} bars (told from its timestamps) and finstream stores {DAILY} "
+                f"bars: refusing to collapse them; ingest with --resample {DAILY} to aggregate each day "
+                "(open first, high max, low min, close last, volume sum)"
+            )
         frame = pd.DataFrame(
             {
                 "symbol": symbol.canonical,
                 "ts": daily_close_ts(
-                    dates, symbol.tz, symbol.close_time.hour, symbol.close_time.minute
+                    values["date"], symbol.tz, symbol.close_time.hour, symbol.close_time.minute
                 ).array,
-                **{c: raw[cols[c]].str.replace(",", "", regex=False).to_numpy() for c in REQUIRED[1:]},
-                "amount": raw[cols["amount"]].to_numpy() if "amount" in cols else None,
+                **{c: values[c].to_numpy() for c in (*REQUIRED[1:], "amount")},
             }
         )
         bars = to_bar_frame(frame, source=f"csv:{self.path.name}")

@@ -96,6 +96,7 @@ def test_bad_input_gives_one_error_line(settings: Settings, args: list[str], mes
             "Invalid value for '--tasks': unknown task(s) ['forecasting']: use regression and/or"
             " classification",
         ),
+        (["ingest", "--resample", "1h"], "Invalid value for '--resample': '1h': the only target is 1d"),
         (["rl", "train", "--algo", "foo"], "Invalid value for '--algo'"),
         (["rl", "train", "--iterations", "0"], "Invalid value for '--iterations' / '-n'"),
         (["serve", "--port", "0"], "Invalid value for '--port'"),
@@ -125,26 +126,35 @@ def test_good_options_reach_the_command(settings: Settings, monkeypatch: pytest.
 
     seen: dict[str, object] = {}
 
-    def fake_ingest(_settings: Settings, *args: object) -> None:
-        seen["ingest"] = args
+    def fake_ingest(_settings: Settings, *args: object, **kwargs: object) -> None:
+        seen["ingest"] = (*args, kwargs)
         raise FinstreamError("stop here")
 
     def fake_training_flow(**kwargs: object) -> None:
         seen["train"] = kwargs
         raise FinstreamError("stop here")
 
+    def fake_retrain_flow(**kwargs: object) -> None:
+        seen["retrain"] = kwargs
+        raise FinstreamError("stop here")
+
     # stand-ins for the flows package: importing the real one starts configuring Prefect
     flows_training = types.ModuleType("flows.training")
     flows_training.training_flow = fake_training_flow  # type: ignore[attr-defined]
+    flows_training.retrain_flow = fake_retrain_flow  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "flows", types.ModuleType("flows"))
     monkeypatch.setitem(sys.modules, "flows.training", flows_training)
     monkeypatch.setattr(finstream.data_stages, "ingest_stage", fake_ingest)
     result = runner.invoke(app, ["ingest", "-s", "AAPL", "--start", "2020-01-02", "--end", "2020-12-31"])
     assert result.exit_code == 1 and "error: stop here" in result.output
-    assert seen["ingest"] == ("AAPL", None, date(2020, 1, 2), date(2020, 12, 31))
+    assert seen["ingest"] == ("AAPL", None, date(2020, 1, 2), date(2020, 12, 31), {"resample": None})
+    result = runner.invoke(app, ["ingest", "-s", "AAPL", "--source", "csv:x.csv", "--resample", "1d"])
+    assert result.exit_code == 1 and seen["ingest"] == ("AAPL", "csv:x.csv", None, None, {"resample": "1d"})
     result = runner.invoke(app, ["train", "-f", "ridge, xgboost", "--tasks", "classification"])
     assert result.exit_code == 1 and "error: stop here" in result.output
     assert seen["train"] == {"families": ["ridge", "xgboost"], "tasks": ["classification"]}
+    result = runner.invoke(app, ["train", "--refresh-data"])
+    assert result.exit_code == 1 and seen["retrain"] == {"families": None, "tasks": None}
 
 
 def _app_raising(exc: Exception) -> typer.Typer:

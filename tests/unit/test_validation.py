@@ -240,7 +240,7 @@ def test_move_check_is_per_symbol_and_only_for_listed_symbols(
 ) -> None:
     spx = _window(spx_history, "2017-03-01", "2017-05-31").copy()
     prices = ["open", "high", "low", "close"]
-    spx.loc[20, prices] = spx.loc[20, prices] * 1.3  # a one-bar spike; S&P ~2,400 and CSI 300 ~3,400 interleave
+    spx.loc[20, prices] = spx.loc[20, prices] * 1.3  # one-bar spike; S&P ~2,400, CSI 300 ~3,400
     both = pd.concat([_window(hs300, "2017-03-01", "2017-05-31"), spx]).sample(frac=1.0, random_state=3)
 
     unchecked = validate_bars(both, move_limits=LIMITS, now=NOW)

@@ -1,6 +1,6 @@
-"""Reinforcement learning: the trading environment, RLlib trainers, export and evaluation.
+"""Reinforcement learning: the trading environment, the RLlib stages, export and evaluation.
 
-Names are imported lazily so that `training.rl.export.load_policy` (serving) pulls in torch only.
+Names are imported lazily so that importing `training.rl` pulls in neither gymnasium nor Ray.
 """
 
 from __future__ import annotations

@@ -234,10 +234,8 @@ def training_flow(families: list[str] | None = None, tasks: list[str] | None = N
         if state.is_completed():
             candidates += state.result()
         else:
-            error = state.result(raise_on_failure=False)
-            failures.append(
-                CandidateFailure(t, f, str(error).strip().splitlines()[0] if error else state.name)
-            )
+            error = str(state.result(raise_on_failure=False) or "").strip()
+            failures.append(CandidateFailure(t, f, error.splitlines()[0] if error else str(state.name)))
             logger.error("%s/%s failed: %s", t, f, failures[-1].error)
     board = leaderboard_task(settings, candidates, failures)
     decisions: dict[str, GateDecision] = {}

@@ -1,14 +1,14 @@
 """`finstream serve`: run the BentoML HTTP service (forecasts, quotes, models, health, metrics).
 
-BentoML is started as `python -m bentoml serve serving.service:FinstreamService` in a child process that
-inherits the environment (FINSTREAM_HOME, FINSTREAM_API_KEYS, FINSTREAM_SERVE_*), so importing this module
-stays cheap. finstream.cli.main registers it with `app.command("serve")(serve)`.
+The command execs into `python -m bentoml serve serving.service:FinstreamService` with the environment
+(FINSTREAM_HOME, FINSTREAM_API_KEYS, FINSTREAM_SERVE_*): the process a supervisor started *is* the BentoML
+server, so SIGTERM or SIGINT to it stops BentoML and its workers (no orphan keeps the port), and importing
+this module stays cheap. finstream.cli.main registers it with `app.command("serve")(serve)`.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -75,11 +75,10 @@ def serve(
         env["FINSTREAM_SERVE_RELOAD_INTERVAL_S"] = str(reload_interval)
     if workers is not None:
         env["FINSTREAM_SERVE_WORKERS"] = str(workers)  # read by the @bentoml.service declaration
+    command = serve_command(host, port)
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        code = subprocess.call(serve_command(host, port), env=env)
-    except KeyboardInterrupt:
-        code = 0
+        os.execve(command[0], command, env)  # returns only on failure
     except OSError as exc:
         raise FinstreamError(f"cannot start the BentoML server: {exc}") from exc
-    if code not in (0, -2, 130):
-        raise typer.Exit(code)

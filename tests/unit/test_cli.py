@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -207,7 +208,7 @@ def test_every_app_shares_the_error_handling(
 ) -> None:
     """Invalid settings: one `error:` line and exit 1 from the root app and every sub-app."""
     monkeypatch.setenv("FINSTREAM_TRAIN", "not json [")
-    monkeypatch.setattr(subprocess, "call", lambda *a, **k: pytest.fail("serve started a server"))
+    monkeypatch.setattr(os, "execve", lambda *a, **k: pytest.fail("serve started a server"))
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     assert result.output.startswith("error: invalid settings (params.yaml or FINSTREAM_* environment)")

@@ -1,0 +1,74 @@
+"""`finstream serve` stops when told: SIGTERM or SIGINT to the main process only (as a supervisor sends it)
+leaves no process of its tree and frees the port within 10 s."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from tests_support import free_port, stop_process_group
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+STARTUP_S = 120
+STOP_S = 10
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_stops_its_whole_tree_on_a_signal_to_the_main_process(
+    settings: object, tmp_path: Path, sig: signal.Signals
+) -> None:
+    port = free_port()
+    env = {**os.environ, "FINSTREAM_HOME": str(tmp_path / "home"), "FINSTREAM_SERVE_WORKERS": "2"}
+    finstream = str(Path(sys.executable).parent / "finstream")
+    proc = subprocess.Popen(
+        [finstream, "serve", "--port", str(port), "--reload-interval", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the test can see every process it started
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+            assert proc.poll() is None, f"finstream serve exited with {proc.returncode} before serving"
+        else:
+            pytest.fail(f"finstream serve did not answer /health within {STARTUP_S} s")
+        started = time.monotonic()
+        os.kill(proc.pid, sig)  # the main process only, not the group
+        while time.monotonic() - started < STOP_S:
+            proc.poll()  # reap the main process once it exits (a zombie would still count as alive)
+            if not _group_alive(proc.pid) and _port_free(port):
+                break
+            time.sleep(0.2)
+        assert not _group_alive(proc.pid), (
+            f"processes of `finstream serve` still run {STOP_S} s after {sig.name}"
+        )
+        assert _port_free(port), f"port {port} still answers {STOP_S} s after {sig.name}"
+    finally:
+        stop_process_group(proc)

@@ -8,6 +8,7 @@ a command first asks for the settings, not when `finstream --help` runs.
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -76,6 +77,19 @@ def cli_errors(fn: F) -> F:
             raise typer.Exit(EXIT_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit (exit 143) so cleanup runs, as it does for Ctrl-C.
+
+    Python's default SIGTERM ends the process at once, skipping `atexit`: a flow run killed by a supervisor
+    then left its temporary Prefect API server listening. With this, the server is stopped on the way out.
+    """
+
+    def _exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
 
 
 def split_names(value: str | None) -> list[str] | None:

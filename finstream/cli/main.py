@@ -18,6 +18,7 @@ from finstream.cli.common import (
     cli_errors,
     console,
     err_console,
+    exit_on_sigterm,
     load_settings,
     make_app,
     split_names,
@@ -181,6 +182,7 @@ def pipeline(
     symbols: SymbolsOpt = None, source: SourceOpt = None, start: StartOpt = None, end: EndOpt = None
 ) -> None:
     """Run the Prefect flow data_pipeline: ingest → validate → features → materialize."""
+    exit_on_sigterm()
     settings = load_settings()
     from finstream.symbols import parse_symbols
 
@@ -226,6 +228,7 @@ def train(
     ] = False,
 ) -> None:
     """Run the Prefect training_flow: walk-forward evaluate the zoo, log to MLflow, promote winners."""
+    exit_on_sigterm()
     from rich.markup import escape
 
     from finstream.cli.render import leaderboard_table

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from finstream.cli.common import cli_errors, console, load_settings, make_app
+from finstream.cli.common import cli_errors, console, exit_on_sigterm, load_settings, make_app
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -51,6 +51,7 @@ def train_command(
     ] = None,
 ) -> None:
     """Run the Prefect rl_training_flow: train, evaluate held-out, export, register and gate the agent."""
+    exit_on_sigterm()
     from training.rl.agent_stages import check_algo
 
     settings = load_settings()

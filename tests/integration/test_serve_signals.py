@@ -1,9 +1,11 @@
-"""`finstream serve` stops when told: SIGTERM or SIGINT to the main process only (as a supervisor sends it)
-leaves no process of its tree and frees the port within 10 s."""
+"""Long-running commands stop when told: SIGTERM or SIGINT to the main process only (as a supervisor sends
+it) leaves no process of its tree and frees its ports within 10 s (`finstream serve`; `finstream pipeline`
+and its temporary Prefect API server)."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -70,5 +72,55 @@ def test_serve_stops_its_whole_tree_on_a_signal_to_the_main_process(
             f"processes of `finstream serve` still run {STOP_S} s after {sig.name}"
         )
         assert _port_free(port), f"port {port} still answers {STOP_S} s after {sig.name}"
+    finally:
+        stop_process_group(proc)
+
+
+def test_pipeline_stops_its_temporary_prefect_server_on_sigterm(settings: object, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FINSTREAM_HOME": str(tmp_path / "home"),
+        "FINSTREAM_OFFLINE": "1",
+        "FINSTREAM_INGEST__SOURCE": "packaged",
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+    }
+    env.pop("PREFECT_API_URL", None)
+    finstream = str(Path(sys.executable).parent / "finstream")
+    proc = subprocess.Popen(
+        [finstream, "pipeline"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        port = None
+        deadline = time.monotonic() + STARTUP_S
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the flow logs where its temporary API server listens
+            found = re.search(r"Starting temporary server on http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+            assert time.monotonic() < deadline, "no temporary Prefect server was started"
+        assert port is not None, "finstream pipeline ended before starting its Prefect server"
+        while _port_free(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)  # the flow is running now
+        started = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        while time.monotonic() - started < STOP_S:
+            proc.poll()
+            if not _group_alive(proc.pid) and _port_free(port):
+                break
+            time.sleep(0.2)
+        assert not _group_alive(proc.pid), (
+            f"processes of `finstream pipeline` still run {STOP_S} s after SIGTERM"
+        )
+        assert _port_free(port), (
+            f"the temporary Prefect server still listens on {port} {STOP_S} s after SIGTERM"
+        )
     finally:
         stop_process_group(proc)

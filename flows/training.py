@@ -188,9 +188,13 @@ def _evaluate_all(
 
 @contextmanager
 def _api_for_children() -> Iterator[None]:
-    """Point spawned task processes at this run's API through the environment they inherit: a URL set in
-    Prefect's settings context (a profile, a test harness) or the ephemeral server this process started;
-    otherwise each child would start a temporary server of its own."""
+    """Point spawned task processes at this run's API through the environment they inherit (with the
+    ephemeral API, the server this process started), else each child starts a temporary server of its own.
+
+    Prefect forwards the children's task-run events from a thread that reads the root settings, so an API
+    URL set only in a temporary settings context (a test harness) does not reach it: set PREFECT_API_URL in
+    the environment, as `prefect server` users do, or run with train.workers = 1.
+    """
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL
 

@@ -31,6 +31,26 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _processes_with_env(marker: str) -> list[int]:
+    """Pids whose environment holds `marker` (the test's own FINSTREAM_HOME): every process the command
+    started, even one that left its process group or was re-parented after its parent died."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker.encode() in (entry / "environ").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+    return pids
+
+
+def _tree_gone(proc: subprocess.Popen, marker: str) -> bool:  # type: ignore[type-arg]
+    proc.poll()  # reap the main process once it exits (a zombie would still count as alive)
+    return not _group_alive(proc.pid) and not _processes_with_env(marker)
+
+
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -41,7 +61,8 @@ def test_serve_stops_its_whole_tree_on_a_signal_to_the_main_process(
     settings: object, tmp_path: Path, sig: signal.Signals
 ) -> None:
     port = free_port()
-    env = {**os.environ, "FINSTREAM_HOME": str(tmp_path / "home"), "FINSTREAM_SERVE_WORKERS": "2"}
+    home = str(tmp_path / "home")
+    env = {**os.environ, "FINSTREAM_HOME": home, "FINSTREAM_SERVE_WORKERS": "2"}
     finstream = str(Path(sys.executable).parent / "finstream")
     proc = subprocess.Popen(
         [finstream, "serve", "--port", str(port), "--reload-interval", "0"],
@@ -64,12 +85,11 @@ def test_serve_stops_its_whole_tree_on_a_signal_to_the_main_process(
         started = time.monotonic()
         os.kill(proc.pid, sig)  # the main process only, not the group
         while time.monotonic() - started < STOP_S:
-            proc.poll()  # reap the main process once it exits (a zombie would still count as alive)
-            if not _group_alive(proc.pid) and _port_free(port):
+            if _tree_gone(proc, home) and _port_free(port):
                 break
             time.sleep(0.2)
-        assert not _group_alive(proc.pid), (
-            f"processes of `finstream serve` still run {STOP_S} s after {sig.name}"
+        assert _tree_gone(proc, home), (
+            f"`finstream serve` processes {_processes_with_env(home)} still run {STOP_S} s after {sig.name}"
         )
         assert _port_free(port), f"port {port} still answers {STOP_S} s after {sig.name}"
     finally:
@@ -77,9 +97,10 @@ def test_serve_stops_its_whole_tree_on_a_signal_to_the_main_process(
 
 
 def test_pipeline_stops_its_temporary_prefect_server_on_sigterm(settings: object, tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
     env = {
         **os.environ,
-        "FINSTREAM_HOME": str(tmp_path / "home"),
+        "FINSTREAM_HOME": home,
         "FINSTREAM_OFFLINE": "1",
         "FINSTREAM_INGEST__SOURCE": "packaged",
         "PYTHONUNBUFFERED": "1",
@@ -112,12 +133,11 @@ def test_pipeline_stops_its_temporary_prefect_server_on_sigterm(settings: object
         started = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)
         while time.monotonic() - started < STOP_S:
-            proc.poll()
-            if not _group_alive(proc.pid) and _port_free(port):
+            if _tree_gone(proc, home) and _port_free(port):
                 break
             time.sleep(0.2)
-        assert not _group_alive(proc.pid), (
-            f"processes of `finstream pipeline` still run {STOP_S} s after SIGTERM"
+        assert _tree_gone(proc, home), (
+            f"`finstream pipeline` processes {_processes_with_env(home)} still run {STOP_S} s after SIGTERM"
         )
         assert _port_free(port), (
             f"the temporary Prefect server still listens on {port} {STOP_S} s after SIGTERM"

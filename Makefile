@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24" 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -m pip install --quiet torch==2.13.0 -c constraints.txt 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip download --quiet --no-deps mlfinpy==0.1.2 -d $(VENV)/share/finstream/wheels 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -m pip check
 	@touch $@
 

@@ -69,7 +69,7 @@ def main() -> None:
         with contextlib.redirect_stdout(sys.stderr):  # Feast prints materialize progress to stdout
             _, results["materialize_s"] = timed(materialize_stage, settings)
         results["rows"] = {
-            "raw": ingest.stored_rows,
+            "raw": sum(s.stored for s in ingest.symbols),
             "clean": validate.clean,
             "quarantined": validate.quarantined,
             "feature_rows": features.rows,

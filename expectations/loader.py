@@ -28,12 +28,27 @@ log = logging.getLogger(__name__)
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 # The Bar schema's columns (finstream.schema.BAR_COLUMNS; expectations/ imports no project code).
-BAR_COLUMNS = ["symbol", "ts", "open", "high", "low", "close", "volume", "amount", "source", "ingested_at"]
+BAR_COLUMNS = [
+    "symbol",
+    "interval",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "amount",
+    "source",
+    "ingested_at",
+]
 ROW_ID = "row_id"
 NOW_PARAMETER = "now"
 DATASOURCE, ASSET, BATCH = "finstream_frames", "bars", "whole_frame"
 RESULT_FORMAT = {"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]}
 MOVE_REASON = "abs(close / prev_close - 1) <= move limit"  # the move expectation's description
+SERIES = ["symbol", "interval"]
+#: (close, session) of the last clean bar before the frame, per series (symbol, interval)
+Reference = tuple[float, int]
 
 _gx_lock = threading.Lock()  # one shared GX context; validation runs are serialised through it
 
@@ -148,64 +163,106 @@ def _bar_frame(bars: pd.DataFrame) -> pd.DataFrame:
 
 
 def _with_derived_columns(
-    frame: pd.DataFrame, limits: dict[str, float], failing_other: np.ndarray | None = None
+    frame: pd.DataFrame,
+    limits: dict[str, float],
+    session_limits: Mapping[tuple[str, str], float],
+    sessions: np.ndarray | None,
+    references: Mapping[tuple[str, str], Reference],
+    failing_other: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Add row_id, key_repeat, abs_move and move_limit: the columns the suite checks beyond the Bar's own.
+    """Add row_id, key_repeat, session, abs_move and move_limit: the columns the suite checks besides the Bar.
 
-    key_repeat: 0 for the first copy of a (symbol, ts) key in ingested_at order (ties: input order),
-    1, 2, ... for later copies. abs_move: |close / prev_close - 1|, where prev_close is the symbol's
-    previous *clean* close (`_moves`): bars with a usable close (keyed, not a repeat, close > 0) in time
-    order, a bar becoming the reference only if it passes the move check and is not in `failing_other`
-    (row ids failing any other expectation); NaN where there is no reference yet. So one corrupt close is
-    one quarantined bar, not two: the next bar is measured against the last good close.
-    move_limit: the symbol's limit, NaN (not checked) for symbols missing from move_limits.
+    key_repeat: 0 for the first copy of a (symbol, interval, ts) key in ingested_at order (ties: input
+    order), 1, 2, ... for later copies. session: the caller's session number of each bar (-1 = outside
+    every trading session; NaN = not checked). abs_move: |close / reference - 1|, where the reference is the
+    series' previous *clean* close (`_moves`): bars with a usable close (keyed, not a repeat, close > 0) in
+    time order, a bar becoming the reference only if it passes the move check and is not in `failing_other`
+    (row ids failing any other expectation); the series starts from `references` when given (incremental
+    runs), else with no reference (NaN). So one corrupt close is one quarantined bar, not two.
+    move_limit: the limit applied to that move: the series' session limit when the reference is in the same
+    session, the symbol's (daily) limit across sessions; NaN (not checked) for symbols without a limit.
     """
     work = frame.copy()
     work[ROW_ID] = np.arange(len(work), dtype="int64")
-    keyed = work["symbol"].notna() & work["ts"].notna()
+    keyed = work["symbol"].notna() & work["interval"].notna() & work["ts"].notna()
     by_ingest = work.loc[keyed].sort_values("ingested_at", kind="stable", na_position="last")
     repeat = pd.Series(0, index=work.index, dtype="int64")
-    repeat.loc[by_ingest.index] = by_ingest.groupby(["symbol", "ts"], sort=False).cumcount().to_numpy()
+    repeat.loc[by_ingest.index] = by_ingest.groupby([*SERIES, "ts"], sort=False).cumcount().to_numpy()
     work["key_repeat"] = repeat
-    work["move_limit"] = work["symbol"].map(limits).astype("float64")
+    session = np.full(len(work), np.nan) if sessions is None else np.asarray(sessions, dtype="float64")
+    if session.shape != (len(work),):
+        raise BarValidationError(f"sessions must hold one number per bar ({len(work)}), got {session.shape}")
+    work["session"] = session
+    daily = work["symbol"].map(limits).astype("float64")
+    within = pd.Series(
+        [session_limits.get((s, i), np.nan) for s, i in zip(work["symbol"], work["interval"], strict=True)],
+        index=work.index,
+        dtype="float64",
+    ).fillna(daily)
 
     usable = keyed & repeat.eq(0) & work["close"].gt(0)
-    chain = work.loc[usable, ["symbol", "ts", "close", "move_limit", ROW_ID]].sort_values(
-        ["symbol", "ts"], kind="stable"
+    chain = (
+        work.loc[usable, [*SERIES, "ts", "close", "session", ROW_ID]]
+        .assign(daily=daily, within=within)
+        .sort_values([*SERIES, "ts"], kind="stable")
     )
     may_lead = np.ones(len(work), dtype=bool)
     if failing_other is not None:
         may_lead[failing_other] = False
-    abs_move = pd.Series(np.nan, index=work.index, dtype="float64")
-    abs_move.loc[chain.index] = _moves(
-        chain["symbol"].to_numpy(),
+    series = (chain["symbol"] + "\x00" + chain["interval"]).to_numpy()
+    starts = {f"{s}\x00{i}": ref for (s, i), ref in references.items()}
+    moves, applied = _moves(
+        series,
         chain["close"].to_numpy(dtype="float64"),
-        chain["move_limit"].to_numpy(dtype="float64"),
+        chain["session"].to_numpy(dtype="float64"),
+        chain["daily"].to_numpy(dtype="float64"),
+        chain["within"].to_numpy(dtype="float64"),
         may_lead[chain[ROW_ID].to_numpy()],
+        starts,
     )
+    abs_move = pd.Series(np.nan, index=work.index, dtype="float64")
+    abs_move.loc[chain.index] = moves
+    move_limit = daily.copy()
+    move_limit.loc[chain.index] = applied
     work["abs_move"] = abs_move
+    work["move_limit"] = move_limit
     return work
 
 
-def _moves(symbols: np.ndarray, close: np.ndarray, limit: np.ndarray, may_lead: np.ndarray) -> np.ndarray:
-    """|close / reference - 1| per bar (sorted by symbol, time); the reference is the last close that passed.
+def _moves(
+    series: np.ndarray,
+    close: np.ndarray,
+    session: np.ndarray,
+    daily: np.ndarray,
+    within: np.ndarray,
+    may_lead: np.ndarray,
+    starts: Mapping[str, Reference],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(|close / reference - 1|, the limit applied) per bar (sorted by series, time); the reference is the
+    last close that passed. The limit is `within` when the bar and its reference share a session (both
+    known and equal), `daily` otherwise.
 
-    A bar passes when it has no reference yet, its symbol has no limit, or the move is within the limit;
-    it then becomes the reference if `may_lead` (it fails no other check). One pass, O(n).
+    A bar passes when it has no reference yet, its limit is NaN, or the move is within the limit; it then
+    becomes the reference if `may_lead` (it fails no other check). One pass, O(n).
     """
     out = np.full(close.size, np.nan)
-    reference = math.nan
-    previous_symbol = None
+    applied = daily.copy()
+    reference, reference_session = math.nan, math.nan
+    previous = None
     for i in range(close.size):
-        if symbols[i] != previous_symbol:
-            previous_symbol, reference = symbols[i], math.nan
+        if series[i] != previous:
+            previous = series[i]
+            reference, reference_session = starts.get(previous, (math.nan, math.nan))
+        same_session = session[i] == reference_session and session[i] >= 0
+        limit = within[i] if same_session else daily[i]
+        applied[i] = limit
         passed = True
         if not math.isnan(reference):
             out[i] = abs(close[i] / reference - 1.0)
-            passed = math.isnan(limit[i]) or limit[i] >= out[i]
+            passed = math.isnan(limit) or limit >= out[i]
         if passed and may_lead[i]:
-            reference = close[i]
-    return out
+            reference, reference_session = close[i], session[i]
+    return out, applied
 
 
 def _exception_message(info: dict | None) -> str | None:
@@ -252,16 +309,19 @@ def _reasons_by_row(failing: dict[str, np.ndarray], order: tuple[str, ...]) -> d
 
 
 def _per_symbol(frame: pd.DataFrame, is_bad: np.ndarray) -> pd.DataFrame:
+    """Input, clean and quarantined rows per series (symbol, interval)."""
     counts = (
-        pd.DataFrame({"symbol": frame["symbol"].to_numpy(), "bad": is_bad})
-        .groupby("symbol", dropna=False, sort=True)["bad"]
+        pd.DataFrame(
+            {"symbol": frame["symbol"].to_numpy(), "interval": frame["interval"].to_numpy(), "bad": is_bad}
+        )
+        .groupby(SERIES, dropna=False, sort=True)["bad"]
         .agg(input="size", quarantined="sum")
         .reset_index()
     )
     counts["input"] = counts["input"].astype("int64")
     counts["quarantined"] = counts["quarantined"].astype("int64")
     counts["clean"] = counts["input"] - counts["quarantined"]
-    return counts[["symbol", "input", "clean", "quarantined"]]
+    return counts[[*SERIES, "input", "clean", "quarantined"]]
 
 
 def _check_reconciles(
@@ -292,35 +352,50 @@ def validate_bars(
     bars: pd.DataFrame,
     *,
     move_limits: Mapping[str, float] | None = None,
+    session_move_limits: Mapping[tuple[str, str], float] | None = None,
+    sessions: np.ndarray | None = None,
+    references: Mapping[tuple[str, str], Reference] | None = None,
     now: pd.Timestamp | None = None,
     suite: str = "bars",
 ) -> ValidationResult:
     """Validate a Bar-schema frame with the suite; split it into clean rows and quarantined rows with reasons.
 
-    move_limits: symbol -> max |close / prev_close - 1| (fraction); symbols not in it are not move-checked.
+    move_limits: symbol -> max |close / prev_close - 1| (fraction) from one session to the next (the daily
+    limit); symbols not in it are not move-checked. session_move_limits: (symbol, interval) -> the limit
+    within one session (intraday bars; default: the daily limit). sessions: one number per input row naming
+    its trading session (-1: outside every session, quarantined; None: not checked). references: the
+    (close, session) of the last clean bar before this frame per series, for validating new bars after
+    already validated ones.
     now: bars stamped after it fail "ts <= now" (default: the current time); passed as the suite
     parameter "now". Duplicated (symbol, ts): the first copy by ingested_at is kept, later copies fail.
     """
     validated_at = pd.Timestamp.now(tz="UTC").as_unit("ns")
     now_utc = _utc(now, "now") if now is not None else validated_at
     limits = _checked_limits(move_limits)
+    within = {key: float(v) for key, v in (session_move_limits or {}).items()}
+    _checked_limits({f"{s}@{i}": v for (s, i), v in within.items()})
+    starts = dict(references or {})
     frame = _bar_frame(bars)
-    failing, order = _run_suite(_with_derived_columns(frame, limits), suite, now_utc)
+
+    def derived(failing_other: np.ndarray | None = None) -> pd.DataFrame:
+        return _with_derived_columns(frame, limits, within, sessions, starts, failing_other)
+
+    failing, order = _run_suite(derived(), suite, now_utc)
     other = [ids for reason, ids in failing.items() if reason != MOVE_REASON]
     if any(ids.size for ids in other):
         # a bar that fails another check is no reference for the next bar's move: measure again
         failing_other = np.unique(np.concatenate(other))
-        failing, order = _run_suite(_with_derived_columns(frame, limits, failing_other), suite, now_utc)
+        failing, order = _run_suite(derived(failing_other), suite, now_utc)
     reasons = _reasons_by_row(failing, order)
 
     n_input = len(frame)
     is_bad = np.zeros(n_input, dtype=bool)
     is_bad[list(reasons)] = True
-    clean = frame.loc[~is_bad].sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+    clean = frame.loc[~is_bad].sort_values([*SERIES, "ts"], kind="stable").reset_index(drop=True)
     quarantine = frame.loc[is_bad].copy()
     quarantine["reasons"] = pd.Series(reasons, dtype="object").reindex(quarantine.index)
     quarantine["validated_at"] = pd.Series(validated_at, index=quarantine.index, dtype="datetime64[ns, UTC]")
-    quarantine = quarantine.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+    quarantine = quarantine.sort_values([*SERIES, "ts"], kind="stable").reset_index(drop=True)
     per_symbol = _per_symbol(frame, is_bad)
     _check_reconciles(n_input, clean, quarantine, per_symbol)
 
@@ -331,6 +406,8 @@ def validate_bars(
         "failures": {reason: len(failing.get(reason, ())) for reason in order},
     }
     parameters = {"now": now_utc, "move_limits": limits}
+    if within:
+        parameters["session_move_limits"] = {f"{s} {i}": v for (s, i), v in sorted(within.items())}
     failed = {k: v for k, v in counts["failures"].items() if v}
     level = logging.WARNING if failed else logging.INFO
     log.log(
@@ -404,7 +481,7 @@ def write_report(result: ValidationResult, path: Path, *, max_rows: int = 50) ->
     shown = result.quarantine.head(max_rows)
     lines += ["", f"## Quarantined rows (first {len(shown)} of {len(result.quarantine)})", ""]
     if len(shown):
-        columns = ["symbol", "ts", "open", "high", "low", "close", "volume", "source", "reasons"]
+        columns = ["symbol", "interval", "ts", "open", "high", "low", "close", "volume", "source", "reasons"]
         lines += _table(columns, shown[columns].astype("object").to_numpy().tolist())
     else:
         lines.append("None.")

@@ -24,6 +24,8 @@ class IngestParams(BaseModel):
     source: str = "auto"
     start: date | None = None
     end: date | None = None
+    interval: str = "1d"  # bar length to fetch: 1m, 5m, 15m, 30m, 1h or 1d
+    tz: str | None = None  # zone of naive timestamps in a CSV (default: the market's exchange zone)
 
 
 class RouterParams(BaseModel):
@@ -39,11 +41,27 @@ class RouterParams(BaseModel):
 
 
 class ValidateParams(BaseModel):
-    """Plausible absolute daily close-to-close move per market (fraction)."""
+    """Plausible absolute close-to-close moves per market class (fraction).
+
+    `move_limits` bound a move from one trading session's bar to the next session's (the daily limit; for
+    intraday bars it applies to the first bar of a session, measured from the last clean bar before it).
+    Within a session an intraday bar's move is bounded by the daily limit scaled to the bar's share of the
+    session: `limit x min(1, intraday_scale x sqrt(interval / session length))` (a random walk's range
+    grows with the square root of time; the scale leaves room for fat tails).
+    """
 
     move_limits: dict[str, float] = Field(
-        default_factory=lambda: {"CN": 0.11, "CN_GROWTH": 0.21, "CN_INDEX": 0.11, "US": 0.25, "HK": 0.5}
+        default_factory=lambda: {
+            "CN": 0.11,
+            "CN_GROWTH": 0.21,
+            "CN_INDEX": 0.11,
+            "US": 0.25,
+            "HK": 0.5,
+            "FX": 0.1,
+            "CME": 0.15,
+        }
     )
+    intraday_scale: float = 3.0
 
 
 class CostParams(BaseModel):
@@ -58,6 +76,7 @@ class TrainParams(BaseModel):
     """What `finstream train` builds and how it is judged."""
 
     symbols: list[str] = Field(default_factory=lambda: ["000300.SH", "^GSPC", "^IXIC"])
+    interval: str = "1d"  # the bars trained on (their features and Feast service); horizon counts them
     horizon: int = 1
     tasks: list[str] = Field(default_factory=lambda: ["regression", "classification"])
     pooled: bool = True
@@ -138,10 +157,13 @@ class Paths:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.data = home / "data"
-        self.raw_bars = self.data / "raw" / "bars.parquet"
-        self.validated_bars = self.data / "validated" / "bars.parquet"
-        self.quarantine = self.data / "quarantine" / "bars.parquet"
-        self.features = self.data / "features" / "features.parquet"
+        # bar tables (finstream.storage.BarTable): <root>/<interval>/<symbol>/<part>.parquet
+        self.raw_bars = self.data / "raw" / "bars"
+        self.validated_bars = self.data / "validated" / "bars"
+        self.quarantine = self.data / "quarantine" / "bars"
+        self.features_dir = self.data / "features"
+        #: the daily feature file (what training and serving read by default)
+        self.features = self.features_for("1d")
         self.reports = home / "reports"
         self.feast = home / "feast"
         self.feast_registry = self.feast / "registry.db"
@@ -150,6 +172,10 @@ class Paths:
         self.prefect_home = home / "prefect"
         self.dvc_cache = home / "dvc-cache"
         self.dvc_remote = home / "dvc-remote"
+
+    def features_for(self, interval: str) -> Path:
+        """The feature file of one bar interval (one Feast source per interval)."""
+        return self.features_dir / f"{interval}.parquet"
 
 
 class Settings(BaseSettings):

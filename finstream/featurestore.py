@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 FEATURE_REPO = Path(__file__).resolve().parent.parent / "feature_repo"
 DEFINITIONS_FILE = FEATURE_REPO / "definitions.py"
 FEATURE_SERVICE = "model_features"
+DAILY = "1d"
 ENTITY_KEY = "symbol"
 EVENT_TIMESTAMP = "event_timestamp"
 
@@ -40,7 +41,7 @@ EVENT_TIMESTAMP = "event_timestamp"
 _STORE_SETTINGS: weakref.WeakKeyDictionary[Any, Settings] = weakref.WeakKeyDictionary()
 # The model_features service per store for online reads, with when it was fetched: even from Feast's
 # registry cache, get_feature_service costs ~1.7 ms (proto conversion), 4x the Redis lookup itself.
-_SERVICE_CACHE: weakref.WeakKeyDictionary[Any, tuple[float, Any]] = weakref.WeakKeyDictionary()
+_SERVICE_CACHE: weakref.WeakKeyDictionary[Any, dict[str, tuple[float, Any]]] = weakref.WeakKeyDictionary()
 
 
 def redis_connection_string(url: str) -> str:
@@ -146,13 +147,37 @@ def _require_features(path: Path) -> None:
         raise NoDataError(f"no features parquet at {path}: run `finstream features` first")
 
 
+def interval_suffix(interval: str) -> str:
+    """The suffix of an interval's Feast object names (see feature_repo/definitions.py)."""
+    return "" if interval == DAILY else f"_{interval}"
+
+
+def feature_service_name(interval: str = DAILY) -> str:
+    """The feature service models of `interval` bars read: model_features, model_features_1m, ..."""
+    return FEATURE_SERVICE + interval_suffix(interval)
+
+
+def view_refs(refs: Sequence[str], interval: str) -> list[str]:
+    """`view:feature` refs of the daily views pointed at `interval`'s views."""
+    end = interval_suffix(interval)
+    out = []
+    for ref in refs:
+        view, _, name = ref.partition(":")
+        out.append(f"{view}{end}:{name}" if name else ref)
+    return out
+
+
 def apply_definitions(store: FeatureStore, settings: Settings | None = None) -> list[Any]:
     """Register the entity, sources, feature views and feature service; returns the applied objects.
 
-    The FileSource points at `settings.paths.features` of the settings the store was opened with.
+    The FileSources point at the feature files (one per interval) of the settings the store was opened
+    with; at least one must exist.
     """
     settings = settings or _STORE_SETTINGS.get(store) or get_settings()
-    _require_features(settings.paths.features)
+    if not any(settings.paths.features_dir.glob("*.parquet")):
+        raise NoDataError(
+            f"no feature files under {settings.paths.features_dir}: run `finstream features` first"
+        )
     objects = list(_load_definitions().build(settings).values())
     started = time.perf_counter()
     store.apply(objects)
@@ -186,13 +211,19 @@ def _batch_paths(store: FeatureStore, view_names: Iterable[str] | None = None) -
     """The parquet behind each (named) feature view, checked to exist."""
     wanted = set(view_names) if view_names is not None else None
     paths: dict[str, Path] = {}
+    absent: list[Path] = []
     for view in store.list_feature_views():
         if wanted is not None and view.name not in wanted:
             continue
         source = view.batch_source
         path = Path(getattr(source, "path", ""))
+        if wanted is None and not path.exists():
+            absent.append(path)  # an interval with no features (yet): nothing of it to materialize
+            continue
         _require_features(path)
         paths[view.name] = path
+    if not paths and absent:
+        _require_features(absent[0])
     if not paths:
         raise ConfigError("no feature views in the registry: apply the definitions first (apply_definitions)")
     return paths
@@ -237,26 +268,34 @@ def materialize(store: FeatureStore, start: datetime | str, end: datetime | str)
     return len(keys)
 
 
-def _feature_refs(store: FeatureStore, features: Sequence[str] | None, *, cached: bool = False) -> Any:
-    """The model_features service when None, else `view:feature` refs; bare names are resolved to their view.
+def _feature_refs(
+    store: FeatureStore, features: Sequence[str] | None, *, cached: bool = False, interval: str = DAILY
+) -> Any:
+    """`interval`'s model_features service when None, else `view:feature` refs; bare names are resolved to
+    their view (of `interval`).
 
     `cached` (online reads) reuses the registry cache and the service object for the registry's
     cache_ttl_seconds: a registry read from disk costs ~7 ms, far more than the online lookup itself.
     """
     if features is None:
+        service = feature_service_name(interval)
         if not cached:
-            return store.get_feature_service(FEATURE_SERVICE)
+            return store.get_feature_service(service)
         ttl = store.config.registry.cache_ttl_seconds
-        hit = _SERVICE_CACHE.get(store)
+        cache = _SERVICE_CACHE.setdefault(store, {})
+        hit = cache.get(service)
         now = time.monotonic()
         if hit is None or (ttl > 0 and now - hit[0] > ttl):
-            hit = (now, store.get_feature_service(FEATURE_SERVICE, allow_cache=True))
-            _SERVICE_CACHE[store] = hit
+            hit = (now, store.get_feature_service(service, allow_cache=True))
+            cache[service] = hit
         return hit[1]
     if isinstance(features, str):
         raise ConfigError("features must be a list of names, e.g. ['close', 'sma_20']")
     owner: dict[str, str] = {}
+    names = {f"price_features{interval_suffix(interval)}", f"technical_features{interval_suffix(interval)}"}
     for view in store.list_feature_views(allow_cache=cached):
+        if view.name not in names:
+            continue
         for field in view.features:
             owner.setdefault(field.name, view.name)
     refs = []
@@ -271,16 +310,20 @@ def _feature_refs(store: FeatureStore, features: Sequence[str] | None, *, cached
 
 
 def historical_features(
-    store: FeatureStore, entity_df: pd.DataFrame, features: Sequence[str] | None = None
+    store: FeatureStore,
+    entity_df: pd.DataFrame,
+    features: Sequence[str] | None = None,
+    interval: str = DAILY,
 ) -> pd.DataFrame:
-    """Point-in-time join: for each (symbol, event_timestamp) row, the latest feature row at or before it.
+    """Point-in-time join: for each (symbol, event_timestamp) row, the latest `interval` feature row at or
+    before it (within the view's TTL).
 
     Rows come back sorted by symbol, event_timestamp (duckdb returns them in another order).
     """
     missing = [c for c in (ENTITY_KEY, EVENT_TIMESTAMP) if c not in entity_df.columns]
     if missing:
         raise ConfigError(f"entity_df needs columns {missing}; got {list(entity_df.columns)}")
-    refs = _feature_refs(store, features)
+    refs = _feature_refs(store, features, interval=interval)
     views = (
         {p.name for p in refs.feature_view_projections}
         if not isinstance(refs, list)
@@ -297,11 +340,12 @@ def historical_features(
 
 
 def online_features(
-    store: FeatureStore, symbols: Sequence[str], features: Sequence[str] | None = None
+    store: FeatureStore, symbols: Sequence[str], features: Sequence[str] | None = None, interval: str = DAILY
 ) -> pd.DataFrame:
-    """The latest materialized (or pushed) features per symbol, one row per symbol in the order given."""
+    """The latest materialized (or pushed) `interval` features per symbol, one row per symbol in the order
+    given."""
     if isinstance(symbols, str):
         symbols = [symbols]
-    refs = _feature_refs(store, features, cached=True)
+    refs = _feature_refs(store, features, cached=True, interval=interval)
     response = store.get_online_features(features=refs, entity_rows={ENTITY_KEY: list(symbols)})
     return response.to_df()

@@ -1,12 +1,15 @@
-"""The latest parse of a file the pipeline rewrites: re-parsed only when its (mtime_ns, size) changes.
+"""The latest parse of a file (or a folder of files) the pipeline rewrites: re-parsed only when its
+(mtime_ns, size) changes.
 
 The pipeline replaces its parquet files atomically (`finstream.storage.write_parquet_atomic`), so a stat
-per request is enough to notice a new version; readers in flight keep the snapshot they started with.
+per request is enough to notice a new version; readers in flight keep the snapshot they started with. A
+folder (a partitioned bar table) is keyed by its parquet files' newest mtime, total size and count.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -37,11 +40,9 @@ class FileSnapshots(Generic[S]):
 
     def current(self) -> S:
         """The snapshot of the file as it is now (StoreUnavailable when there is no file)."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            raise StoreUnavailable(self._missing()) from None
-        key = (str(self.path), st.st_mtime_ns, st.st_size)
+        key = stat_key(self.path)
+        if key is None:
+            raise StoreUnavailable(self._missing())
         snapshot = self._snapshot
         if snapshot is not None and snapshot.key == key:
             return snapshot
@@ -51,3 +52,19 @@ class FileSnapshots(Generic[S]):
                 snapshot = self._load()
                 self._snapshot = snapshot  # one reference swap: requests in flight keep theirs
             return snapshot
+
+
+def stat_key(path: Path) -> tuple[str, int, int] | None:
+    """(path, mtime_ns, size) of a file; for a folder, of its parquet files (newest mtime, total size and
+    count folded in); None when there is nothing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return str(path), st.st_mtime_ns, st.st_size
+    stats = [f.stat() for f in path.rglob("*.parquet")]
+    if not stats:
+        return None
+    newest = max(s.st_mtime_ns for s in stats)
+    return str(path), newest, sum(s.st_size for s in stats) * 1_000_003 + len(stats)

@@ -5,20 +5,35 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import time
-from typing import Literal
 
 from finstream.errors import SymbolError
-
-Market = Literal["CN", "US", "HK"]
+from finstream.markets import MARKETS, Market, MarketName
 
 _CN = re.compile(r"^(\d{6})\.(SH|SZ|BJ)$")
 _HK = re.compile(r"^(\d{1,5})\.HK$")
 _US = re.compile(r"^\^?[A-Z][A-Z0-9.\-]{0,9}$")
 
 _HK_INDICES = {"^HSI"}
-
-MARKET_TZ: dict[str, str] = {"CN": "Asia/Shanghai", "US": "America/New_York", "HK": "Asia/Hong_Kong"}
-MARKET_CLOSE: dict[str, time] = {"CN": time(15, 0), "US": time(16, 0), "HK": time(16, 0)}
+#: spot FX pairs: two ISO currency codes, written EURUSD, EUR/USD or Yahoo's EURUSD=X
+_FX = re.compile(r"^([A-Z]{3})/?([A-Z]{3})(?:=X)?$")
+CURRENCIES = {
+    "USD",
+    "EUR",
+    "JPY",
+    "GBP",
+    "CHF",
+    "CNY",
+    "CNH",
+    "HKD",
+    "AUD",
+    "NZD",
+    "CAD",
+    "SEK",
+    "NOK",
+    "SGD",
+}
+#: futures, continuous front month in Yahoo's form: ES=F (E-mini S&P 500), NQ=F, ...
+_FUTURE = re.compile(r"^([A-Z]{1,3})=F$")
 
 
 @dataclass(frozen=True)
@@ -26,18 +41,23 @@ class Symbol:
     """A parsed canonical symbol."""
 
     canonical: str
-    market: Market
+    market: MarketName
     code: str
     exchange: str
     is_index: bool
 
     @property
+    def exchange_market(self) -> Market:
+        """The market's clock: zone, daily close, sessions."""
+        return MARKETS[self.market]
+
+    @property
     def tz(self) -> str:
-        return MARKET_TZ[self.market]
+        return MARKETS[self.market].tz
 
     @property
     def close_time(self) -> time:
-        return MARKET_CLOSE[self.market]
+        return MARKETS[self.market].close
 
     @property
     def limit_class(self) -> str:
@@ -52,6 +72,12 @@ class Symbol:
 
     def for_provider(self, provider: str) -> str:
         """The form a provider's API expects; SymbolError if that provider does not cover it."""
+        if self.market in ("FX", "CME") and provider in ("akshare", "tushare", "alphavantage"):
+            raise SymbolError(
+                f"the {provider} provider does not serve {self.market} symbols ({self.canonical})"
+            )
+        if provider == "yfinance" and self.market == "FX":
+            return f"{self.canonical}=X"
         if provider == "akshare":
             if self.market != "CN":
                 raise SymbolError(f"akshare provider serves China A-shares only, not {self.canonical}")
@@ -108,10 +134,18 @@ def parse_symbol(text: str) -> Symbol:
         raise SymbolError(f"symbol {raw!r} needs an exchange suffix, e.g. {s}.SH or {s}.SZ")
     if s in _HK_INDICES:
         return Symbol(s, "HK", s.lstrip("^"), "HK", True)
+    m = _FX.match(s)
+    if m and m.group(1) in CURRENCIES and m.group(2) in CURRENCIES:
+        pair = m.group(1) + m.group(2)
+        return Symbol(pair, "FX", pair, "FX", False)
+    m = _FUTURE.match(s)
+    if m:
+        return Symbol(s, "CME", m.group(1), "CME", False)
     if _US.match(s):
         return Symbol(s, "US", s.lstrip("^"), "US", s.startswith("^"))
     raise SymbolError(
-        f"cannot parse symbol {raw!r}: expected forms like 600036.SH, 000001.SZ, 0700.HK, AAPL or ^GSPC"
+        f"cannot parse symbol {raw!r}: expected forms like 600036.SH, 000001.SZ, 0700.HK, AAPL, ^GSPC, "
+        "EURUSD or ES=F"
     )
 
 

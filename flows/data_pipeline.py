@@ -32,19 +32,28 @@ class PipelineResult:
 
 @task(name="ingest", retries=2, retry_delay_seconds=[2, 10])
 def ingest_task(
-    symbols: str | list[str] | None, source: str | None, start: date | None, end: date | None
+    symbols: str | list[str] | None,
+    source: str | None,
+    start: date | None,
+    end: date | None,
+    interval: str | None = None,
 ) -> IngestReport:
     """Fetch bars with provider failover; retried as a whole if every provider failed for every symbol."""
-    report = ingest_stage(get_settings(), symbols, source, start, end)
+    report = ingest_stage(get_settings(), symbols, source, start, end, interval=interval)
     logger = get_run_logger()
     for s in report.symbols:
         if s.error:
             logger.warning("ingest %s failed: %s", s.symbol, s.error)
         else:
             logger.info(
-                "ingest %s: %d rows from %s (%s .. %s)", s.symbol, s.rows, s.provider, s.first, s.last
-            )
-    logger.info("raw bars: %d stored, %d new or changed", report.stored_rows, report.changed_rows)
+                "ingest %s %s: %d read from %s (%s .. %s), %d new, %d changed, %d stored",
+                s.symbol, s.interval, s.read, s.provider, s.first, s.last, s.new, s.changed, s.stored,
+            )  # fmt: skip
+    logger.info(
+        "raw bars: %d partitions rewritten, %d new or changed",
+        report.partitions_written,
+        report.new_or_changed,
+    )
     return report
 
 
@@ -86,9 +95,10 @@ def data_pipeline(
     source: str | None = None,
     start: date | None = None,
     end: date | None = None,
+    interval: str | None = None,
 ) -> PipelineResult:
     """The whole data pipeline; defaults come from params.yaml / FINSTREAM_* settings."""
-    ingested = ingest_task(symbols, source, start, end)
+    ingested = ingest_task(symbols, source, start, end, interval)
     validated = validate_task(wait_for=[ingested])
     feats = features_task(wait_for=[validated])
     loaded = materialize_task(wait_for=[feats])

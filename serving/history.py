@@ -1,7 +1,7 @@
 """Stored validated bars of one symbol over a date range, for `GET /history/{symbol}?start=&end=&limit=`.
 
-Source: the validate stage's output (`Paths.validated_bars`): bars that passed the expectation suite, the
-ones features and training are computed from (quarantined rows never appear).
+Source: the validate stage's output (`Paths.validated_bars`, one interval's partitions): bars that passed
+the expectation suite, the ones features and training are computed from (quarantined rows never appear).
 
 Date semantics. A bar is stamped at its market close, stored in UTC (`finstream.schema.daily_close_ts`).
 A `date` bound means a trading day on the symbol's exchange calendar: `start=2015-06-12` includes every bar
@@ -15,8 +15,8 @@ Limit semantics: the range's *latest* `limit` bars, in ascending time order; `tr
 the range were left out (`total` counts them all). To page back, ask again with `end` before the first
 bar returned. The latest bars are what a chart or a model window wants when the range is open.
 
-The file is parsed once per version, keyed on (path, mtime_ns, size), and split per symbol, so a request
-costs a stat, two binary searches and a slice (no parse of other symbols' rows); a file the pipeline
+The files are parsed once per version, keyed on (path, newest mtime_ns, size), and split per symbol, so a
+request costs a stat, two binary searches and a slice (no parse of other symbols' rows); a file the pipeline
 rewrites (atomically) is picked up by the next request.
 """
 
@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 
 from finstream.config import Settings
 from finstream.errors import FinstreamError, StoreUnavailable, SymbolError, UnknownSymbol
-from finstream.file_snapshots import FileSnapshots
+from finstream.file_snapshots import FileSnapshots, stat_key
+from finstream.intervals import DAILY
 from finstream.schema import BAR_COLUMNS
 from finstream.symbols import parse_symbol
 
@@ -76,10 +77,12 @@ class _Snapshot:
 
 
 class BarHistory:
-    """Validated bars per symbol from the validate stage's parquet; one cached parse per file version."""
+    """Validated bars of one interval per symbol from the validate stage's table; one cached parse per
+    version of its files."""
 
-    def __init__(self, settings: Settings, path: Path | None = None) -> None:
-        self.path = Path(path) if path is not None else settings.paths.validated_bars
+    def __init__(self, settings: Settings, path: Path | None = None, interval: str = DAILY) -> None:
+        self.interval = interval
+        self.path = Path(path) if path is not None else settings.paths.validated_bars / interval
         self._snapshots: FileSnapshots[_Snapshot] = FileSnapshots(self.path, self._load, self._missing)
 
     def symbols(self) -> tuple[str, ...]:
@@ -140,9 +143,19 @@ class BarHistory:
 
     def _load(self) -> _Snapshot:
         try:
-            with open(self.path, "rb") as fh:
-                st = os.fstat(fh.fileno())  # the key of the very bytes read, even if the file is replaced
-                frame = pq.read_table(fh).to_pandas()
+            if (
+                self.path.is_dir()
+            ):  # one interval of the partitioned table: <interval>/<symbol>/<part>.parquet
+                key = stat_key(self.path)
+                files = sorted(self.path.glob("*/*.parquet"))
+                if key is None or not files:
+                    raise FileNotFoundError(self.path)
+                frame = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+            else:
+                with open(self.path, "rb") as fh:
+                    st = os.fstat(fh.fileno())  # the key of the very bytes read, even if the file is replaced
+                    frame = pq.read_table(fh).to_pandas()
+                key = (str(self.path), st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             raise StoreUnavailable(self._missing()) from None
         except Exception as exc:  # a truncated or foreign file
@@ -169,7 +182,7 @@ class BarHistory:
         log.info(
             "bar history loaded", extra={"path": str(self.path), "rows": len(frame), "symbols": len(bars)}
         )
-        return _Snapshot((str(self.path), st.st_mtime_ns, st.st_size), bars, times)
+        return _Snapshot(key, bars, times)
 
 
 def _exchange_tz(symbol: str) -> str:

@@ -1,28 +1,18 @@
-"""The training set `finstream train` uses: a point-in-time join in Feast at every validated bar's time."""
+"""The training set `finstream train` uses: a point-in-time join in Feast at every validated bar's time, for
+the bars of one interval (`train.interval`)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from pathlib import Path
 
 from finstream.config import Settings
 from finstream.errors import NoDataError
 from finstream.models.inputs import STORE_FEATURES
-from finstream.storage import read_bars
+from finstream.storage import BarTable, file_md5
 from finstream.symbols import parse_symbols
 from training.dataset import Dataset, add_targets, assemble
 
 log = logging.getLogger(__name__)
-
-
-def file_md5(path: Path) -> str:
-    """MD5 of a file: the same hash DVC records for it in dvc.lock (the data version of a run)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def store_feature_refs() -> list[str]:
@@ -48,18 +38,27 @@ def load_training_set(settings: Settings, symbols: list[str] | None = None) -> t
     paths = settings.paths
     params = settings.train
     wanted = [s.canonical for s in parse_symbols(symbols or params.symbols)]
-    bars = read_bars(paths.validated_bars, required=True, hint="run `finstream pipeline` first")
-    bars = bars[bars["symbol"].isin(wanted)]
+    interval = params.interval
+    bars = BarTable(paths.validated_bars).read(
+        symbols=wanted,
+        intervals=[interval],
+        required=True,
+        hint=f"run `finstream pipeline` for {interval} bars",
+    )
     missing = sorted(set(wanted) - set(bars["symbol"]))
     if missing:
-        raise NoDataError(f"no validated bars for {missing}: ingest them first (`finstream pipeline -s ...`)")
-    if not paths.features.exists():
-        raise NoDataError(f"no features at {paths.features}: run `finstream pipeline` first")
+        raise NoDataError(
+            f"no validated {interval} bars for {missing}: ingest them first (`finstream pipeline -s ...`)"
+        )
+    features_file = paths.features_for(interval)
+    if not features_file.exists():
+        raise NoDataError(f"no features at {features_file}: run `finstream pipeline` first")
     entity_df = bars[["symbol", "ts"]].rename(columns={"ts": "event_timestamp"})
     entity_df["event_timestamp"] = entity_df["event_timestamp"].dt.as_unit("us")
     store = featurestore.open_store(settings)
     featurestore.apply_definitions(store)
-    features = featurestore.historical_features(store, entity_df, features=store_feature_refs())
+    refs = featurestore.view_refs(store_feature_refs(), interval)
+    features = featurestore.historical_features(store, entity_df, features=refs, interval=interval)
     targets = add_targets(bars, params.horizon)
     targets["ts"] = targets["ts"].dt.as_unit("us")
     dataset = assemble(features, targets, params.horizon)
@@ -69,6 +68,6 @@ def load_training_set(settings: Settings, symbols: list[str] | None = None) -> t
         raise NoDataError(
             "the training set is empty: not enough validated history after the indicator warm-up"
         )
-    version = file_md5(paths.features)
+    version = file_md5(features_file)
     log.info("training set: %d rows from Feast, data version %s", len(dataset.X), version)
     return dataset, version

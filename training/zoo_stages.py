@@ -11,6 +11,7 @@ file's DVC hash), per-fold and overall metrics, plots and the final model are lo
 from __future__ import annotations
 
 import logging
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -302,6 +303,16 @@ def with_symbol_indicators(dataset: Dataset) -> Dataset:
     )
 
 
+def periods_per_year(symbols: list[str], interval: str) -> float:
+    """Bars of `interval` a year, for annualising backtests: by the market of the symbols (their mean when
+    markets differ; 252 for daily bars everywhere)."""
+    from finstream.intervals import bars_per_year
+    from finstream.symbols import parse_symbols
+
+    markets = {s.exchange_market for s in parse_symbols(symbols)}
+    return float(statistics.fmean(bars_per_year(interval, m) for m in markets))
+
+
 def _log_candidate(
     settings: Settings,
     dataset: Dataset,
@@ -321,12 +332,22 @@ def _log_candidate(
     from training.walk_forward import evaluate
 
     params = {**_family_params(settings, family), **tuned}
+    interval = settings.train.interval
     mlflow.log_params(
-        {"family": family, "task": task, "scope": scope, **{f"model.{k}": v for k, v in params.items()}}
+        {
+            "family": family,
+            "task": task,
+            "scope": scope,
+            "interval": interval,
+            **{f"model.{k}": v for k, v in params.items()},
+        }
     )
-    mlflow.set_tags({"family": family, "task": task, "scope": scope, "data_version": data_version})
+    mlflow.set_tags(
+        {"family": family, "task": task, "scope": scope, "data_version": data_version, "interval": interval}
+    )
     t0 = time.perf_counter()
-    result = evaluate(lambda: make_model(family, task, **params), dataset, task, settings.train)
+    per_year = periods_per_year(settings.train.symbols, interval)
+    result = evaluate(lambda: make_model(family, task, **params), dataset, task, settings.train, per_year)
     check_model_leakage(result)
     for fold in result.folds:
         step = int(fold["fold"])

@@ -60,10 +60,18 @@ def check_families(value: str | None) -> str | None:
     return value
 
 
-def check_resample(value: str | None) -> str | None:
-    """Only daily resampling exists (finstream stores daily bars): anything else is a usage error."""
-    if value not in (None, "1d"):
-        raise typer.BadParameter(f"{value!r}: the only target is 1d (daily bars)")
+def check_interval_option(value: str | None) -> str | None:
+    """A bar interval (1m, 5m, 15m, 30m, 1h, 1d); anything else is a usage error."""
+    from finstream.intervals import INTERVALS
+
+    if value is not None and value not in INTERVALS:
+        raise typer.BadParameter(f"{value!r} is no bar interval; use one of {', '.join(INTERVALS)}")
+    return value
+
+
+def check_bar_time(value: str) -> str:
+    if value not in ("open", "close"):
+        raise typer.BadParameter(f"{value!r}: use open or close")
     return value
 
 
@@ -90,6 +98,16 @@ StartOpt = Annotated[
 EndOpt = Annotated[
     date | None,
     typer.Option(parser=iso_date, metavar="YYYY-MM-DD", help="Last trading date, YYYY-MM-DD (inclusive)."),
+]
+IntervalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--interval",
+        "-i",
+        callback=check_interval_option,
+        metavar="1m|5m|15m|30m|1h|1d",
+        help="Bar interval to fetch (default: ingest.interval; a csv:PATH file: what it holds).",
+    ),
 ]
 FamiliesOpt = Annotated[
     str | None,
@@ -127,20 +145,43 @@ def ingest(
     source: SourceOpt = None,
     start: StartOpt = None,
     end: EndOpt = None,
+    interval: IntervalOpt = None,
     resample: Annotated[
         str | None,
         typer.Option(
-            callback=check_resample,
-            metavar="1d",
-            help="csv:PATH with intraday bars: aggregate them to daily bars (refused without it).",
+            callback=check_interval_option,
+            metavar="5m|15m|30m|1h|1d",
+            help="csv:PATH: aggregate its bars to this coarser interval (a mismatch is refused without it).",
         ),
     ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option(help="Zone of a CSV's naive timestamps (default: the market's exchange zone)."),
+    ] = None,
+    bar_time: Annotated[
+        str,
+        typer.Option(
+            callback=check_bar_time,
+            metavar="open|close",
+            help="Whether a CSV's intraday rows are stamped by the bar's open (default) or close time.",
+        ),
+    ] = "open",
 ) -> None:
-    """Fetch daily bars through the source router (failover ends at the packaged real history)."""
+    """Fetch bars of one interval through the source router (failover ends at the packaged real history)."""
     from finstream.cli.render import ingest_table
     from finstream.data_stages import ingest_stage
 
-    report = ingest_stage(load_settings(), symbols, source, start, end, resample=resample)
+    report = ingest_stage(
+        load_settings(),
+        symbols,
+        source,
+        start,
+        end,
+        resample=resample,
+        interval=interval,
+        tz=tz,
+        bar_time=bar_time,
+    )
     console.print(ingest_table(report))
     if report.failed:
         raise FinstreamError(f"{len(report.failed)} of {len(report.symbols)} symbols could not be ingested")
@@ -179,7 +220,11 @@ def materialize() -> None:
 @app.command()
 @cli_errors
 def pipeline(
-    symbols: SymbolsOpt = None, source: SourceOpt = None, start: StartOpt = None, end: EndOpt = None
+    symbols: SymbolsOpt = None,
+    source: SourceOpt = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    interval: IntervalOpt = None,
 ) -> None:
     """Run the Prefect flow data_pipeline: ingest → validate → features → materialize."""
     exit_on_sigterm()
@@ -200,7 +245,7 @@ def pipeline(
     with console.status("running Prefect flow data_pipeline …"):
         from flows.data_pipeline import data_pipeline
 
-        result = data_pipeline(symbols=symbols, source=source, start=start, end=end)
+        result = data_pipeline(symbols=symbols, source=source, start=start, end=end, interval=interval)
     print_tables(
         console,
         ingest_table(result.ingest),

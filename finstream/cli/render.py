@@ -11,44 +11,69 @@ from finstream.data_stages import FeaturesReport, IngestReport, MaterializeRepor
 
 def ingest_table(report: IngestReport) -> Table:
     table = Table(title=f"ingest → {report.path}", title_justify="left", min_width=76)
-    for col in ("symbol", "provider", "rows", "first", "last", "failover"):
-        table.add_column(col, justify="right" if col == "rows" else "left")
+    numbers = ("read", "new", "changed", "stored")
+    for col in ("symbol", "interval", "provider", *numbers, "first", "last", "failover"):
+        table.add_column(col, justify="right" if col in numbers else "left")
     for s in report.symbols:
         tried = ", ".join(f"{a['provider']}:{a['outcome']}" for a in s.attempts if a["outcome"] != "ok")
         table.add_row(
             s.symbol,
+            s.interval,
             s.provider or "[red]none[/]",
-            str(s.rows),
+            str(s.read),
+            str(s.new),
+            str(s.changed),
+            str(s.stored),
             s.first or "-",
             s.last or "-",
             tried or "-" if not s.error else f"[red]{s.error}[/]",
         )
-    table.caption = f"{report.stored_rows} bars stored, {report.changed_rows} new or changed"
+    written = report.partitions_written
+    table.caption = f"{report.new_or_changed} bars new or changed; {written} partition file(s) rewritten"
     return table
 
 
 def validate_table(report: ValidateReport) -> Table:
     table = Table(title="validate (Great Expectations suite 'bars')", title_justify="left", min_width=76)
-    for col in ("symbol", "input", "clean", "quarantined"):
-        table.add_column(col, justify="left" if col == "symbol" else "right")
+    for col in ("symbol", "interval", "input", "clean", "quarantined"):
+        table.add_column(col, justify="left" if col in ("symbol", "interval") else "right")
     for row in report.per_symbol:
-        table.add_row(str(row["symbol"]), str(row["input"]), str(row["clean"]), str(row["quarantined"]))
+        table.add_row(
+            str(row["symbol"]),
+            str(row["interval"]),
+            str(row["input"]),
+            str(row["clean"]),
+            str(row["quarantined"]),
+        )
+    if not report.partitions_validated:
+        table.caption = (
+            f"nothing changed since the last validation ({report.partitions_unchanged} partitions)"
+        )
+        return table
     failures = ", ".join(f"{k}: {v}" for k, v in report.failures.items() if v) or "none"
     kept = f"; {report.retained} earlier good versions kept" if report.retained else ""
+    gaps = ", ".join(f"{k}: {v}" for k, v in report.session_gaps.items())
     table.caption = (
-        f"{report.input} in = {report.clean} clean + {report.quarantined} quarantined{kept}\n"
-        f"failures: {failures}\nreport: {report.report_path}"
+        f"{report.input} in = {report.clean} clean + {report.quarantined} quarantined{kept} "
+        f"({report.partitions_validated} partitions validated, {report.partitions_unchanged} unchanged)\n"
+        f"failures: {failures}\n"
+        + (f"missing bars inside sessions: {gaps}\n" if gaps else "")
+        + f"report: {report.report_path}"
     )
     return table
 
 
 def features_table(report: FeaturesReport) -> Table:
-    table = Table(title=f"features → {report.path}", title_justify="left", min_width=76)
+    table = Table(title="features", title_justify="left", min_width=76)
     table.add_column("symbol")
+    table.add_column("interval")
     table.add_column("rows", justify="right")
-    for sym, n in report.symbols.items():
-        table.add_row(sym, str(n))
-    table.caption = f"{report.rows} rows x {len(report.features)} indicators"
+    for interval, by_symbol in report.intervals.items():
+        for sym, n in by_symbol.items():
+            table.add_row(sym, interval, str(n))
+    table.caption = f"{report.rows} rows x {len(report.features)} indicators → " + ", ".join(
+        report.paths.values()
+    )
     return table
 
 

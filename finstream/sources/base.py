@@ -10,6 +10,7 @@ import pandas as pd
 
 from finstream.config import Settings
 from finstream.errors import SourceUnavailable, SymbolError
+from finstream.intervals import DAILY
 from finstream.symbols import Symbol
 
 
@@ -21,6 +22,8 @@ class Source(ABC):
     hosts: ClassVar[tuple[str, ...]] = ()
     #: True for providers that need the network
     live: ClassVar[bool] = True
+    #: bar intervals the provider serves (see finstream.intervals.INTERVALS)
+    intervals: ClassVar[tuple[str, ...]] = (DAILY,)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -36,6 +39,12 @@ class Source(ABC):
             return str(exc)
         return None
 
+    def interval_unavailable(self, symbol: Symbol, interval: str) -> str | None:
+        """Why this provider cannot serve `interval` bars of `symbol`, or None (default: `intervals`)."""
+        if interval not in self.intervals:
+            return f"{self.name} serves {', '.join(self.intervals)} bars, not {interval}"
+        return None
+
     def provider_symbol(self, symbol: Symbol) -> str:
         """The provider's form of `symbol`; SourceUnavailable when the provider does not cover it."""
         try:
@@ -44,12 +53,15 @@ class Source(ABC):
             raise SourceUnavailable(str(exc)) from exc
 
     @abstractmethod
-    def fetch(self, symbol: Symbol, start: date | None, end: date | None) -> pd.DataFrame:
-        """Daily bars for `symbol` in [start, end] (inclusive), coerced with `to_bar_frame`."""
+    def fetch(
+        self, symbol: Symbol, start: date | None, end: date | None, interval: str = DAILY
+    ) -> pd.DataFrame:
+        """`interval` bars for `symbol` whose exchange-local date is in [start, end] (inclusive), coerced
+        with `to_bar_frame(..., interval=interval)`; `ts` is each bar's close time."""
 
 
 def clip_dates(bars: pd.DataFrame, start: date | None, end: date | None, tz: str) -> pd.DataFrame:
-    """Keep bars whose local trading date lies in [start, end]."""
+    """Keep bars whose exchange-local date lies in [start, end]."""
     if bars.empty:
         return bars
     local = bars["ts"].dt.tz_convert(tz).dt.date

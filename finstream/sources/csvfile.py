@@ -1,10 +1,15 @@
 """`csv:PATH` — a user's own OHLCV file, with English or AkShare-style Chinese headers.
 
-The file's bar interval is told from its timestamps (`finstream.intervals.detect_interval`). finstream
-stores daily bars: a daily file is read as it is; an intraday file is refused with one line saying what it
-holds, unless the user asks for `resample="1d"` (`finstream ingest --resample 1d`), which aggregates the
-bars within each exchange-local day. Timestamps with a UTC offset keep it; naive ones are read in the
-market's exchange time.
+The file's bar interval is told from its timestamps (`finstream.intervals.detect_interval`) and its bars
+are stored at that interval. When the caller asks for another interval (`finstream ingest --interval`), the
+file is refused with one line saying what it holds, unless the user asks to aggregate (`--resample 1d` or a
+coarser intraday interval): open first, high max, low min, close last, volume sum, within each
+exchange-local day (daily) or each bar period (intraday). Never silently collapsed.
+
+Times: timestamps with a UTC offset keep it; naive ones are read in the market's exchange zone (or `tz`).
+Intraday rows are stamped by the bar's *open* time in most exports (Yahoo, MetaTrader, TradingView,
+exchange klines), so `bar_time="open"` (the default) adds the interval to get finstream's close time;
+`bar_time="close"` keeps the stamps. Daily rows are stamped with the market's close.
 """
 
 from __future__ import annotations
@@ -17,7 +22,14 @@ import pandas as pd
 
 from finstream.config import Settings
 from finstream.errors import SchemaError, SourceError
-from finstream.intervals import DAILY, detect_interval, resample_daily
+from finstream.intervals import (
+    DAILY,
+    INTERVALS,
+    aggregate_bars,
+    check_interval,
+    detect_interval,
+    resample_daily,
+)
 from finstream.schema import daily_close_ts, to_bar_frame
 from finstream.sources.base import Source, clip_dates
 from finstream.symbols import Symbol, infer_cn_symbol, parse_symbol
@@ -126,12 +138,29 @@ class CsvSource(Source):
     name = "csv"
     live = False
 
-    def __init__(self, settings: Settings, path: str | Path, resample: str | None = None) -> None:
+    intervals = tuple(INTERVALS)
+
+    def __init__(
+        self,
+        settings: Settings,
+        path: str | Path,
+        resample: str | None = None,
+        *,
+        tz: str | None = None,
+        bar_time: str = "open",
+    ) -> None:
         super().__init__(settings)
         self.path = Path(path).expanduser()
-        if resample not in (None, DAILY):
-            raise SchemaError(f"resample to {resample!r} is not supported: finstream stores {DAILY} bars")
-        self.resample = resample
+        self.resample = check_interval(resample) if resample is not None else None
+        if bar_time not in ("open", "close"):
+            raise SchemaError(f"bar_time must be 'open' or 'close', got {bar_time!r}")
+        self.tz = tz
+        self.bar_time = bar_time
+
+    def detected_interval(self, symbol: Symbol) -> str:
+        """The interval of `symbol`'s rows in the file, told from their timestamps."""
+        values = self._values(symbol)
+        return detect_interval(values["local_time"], str(self.path))
 
     def _read(self) -> pd.DataFrame:
         if not self.path.is_file():
@@ -149,7 +178,8 @@ class CsvSource(Source):
             return None
         return sorted({_canonical(s) for s in raw[cols["symbol"]].dropna().unique()})
 
-    def fetch(self, symbol: Symbol, start: date | None, end: date | None) -> pd.DataFrame:
+    def _values(self, symbol: Symbol) -> pd.DataFrame:
+        """The file's rows for `symbol`: local_time (tz-aware) and the OHLCV(+amount) text columns."""
         raw = self._read()
         cols = map_columns(list(raw.columns), str(self.path))
         if "symbol" in cols:
@@ -159,35 +189,52 @@ class CsvSource(Source):
                 raise SourceError(f"{self.path} has no rows for {symbol.canonical}")
         if raw.empty:
             raise SourceError(f"{self.path} has no data rows")
-        values = pd.DataFrame(
+        return pd.DataFrame(
             {
-                "local_time": parse_times(raw[cols["date"]], str(self.path), symbol.tz).to_numpy(),
+                "local_time": parse_times(raw[cols["date"]], str(self.path), self.tz or symbol.tz).to_numpy(),
                 **{c: raw[cols[c]].str.replace(",", "", regex=False).to_numpy() for c in REQUIRED[1:]},
                 "amount": raw[cols["amount"]].to_numpy() if "amount" in cols else None,
             }
         )
-        interval = detect_interval(values["local_time"], str(self.path))
-        if interval == DAILY:
-            values["date"] = values["local_time"].dt.tz_localize(None).dt.normalize()
-        elif self.resample == DAILY:
+
+    def fetch(
+        self, symbol: Symbol, start: date | None, end: date | None, interval: str | None = None
+    ) -> pd.DataFrame:
+        """The file's bars of `symbol` at `interval` (None: as the file holds them); see the module doc."""
+        values = self._values(symbol)
+        held = detect_interval(values["local_time"], str(self.path))
+        target = self.resample or interval or held
+        if held != DAILY and self.bar_time == "open":
+            values["local_time"] = symbol.exchange_market.close_times(values["local_time"], INTERVALS[held])
+        if target != held:
+            if self.resample is None or INTERVALS[target] <= INTERVALS[held]:
+                raise SchemaError(
+                    f"{self.path} holds {held} bars (told from its timestamps), not the {target} bars asked "
+                    f"for: ingest with --interval {held} to store them as they are"
+                    + (
+                        f", or --resample {target} to aggregate them"
+                        if INTERVALS[target] > INTERVALS[held]
+                        else ""
+                    )
+                )
             read = len(values)
-            values = resample_daily(values)
-            log.info("csv %s: %d %s bars resampled to %d daily bars", self.path, read, interval, len(values))
-        else:
-            raise SchemaError(
-                f"{self.path} holds {interval} bars (told from its timestamps) and finstream stores {DAILY} "
-                f"bars: refusing to collapse them; ingest with --resample {DAILY} to aggregate each day "
-                "(open first, high max, low min, close last, volume sum)"
+            values = resample_daily(values) if target == DAILY else aggregate_bars(values, target)
+            log.info(
+                "csv %s: %d %s bars aggregated to %d %s bars", self.path, read, held, len(values), target
             )
+        if target == DAILY:
+            if "date" not in values.columns:
+                values["date"] = values["local_time"].dt.tz_localize(None).dt.normalize()
+            ts = daily_close_ts(values["date"], symbol.tz, symbol.close_time.hour, symbol.close_time.minute)
+        else:
+            ts = pd.Series(values["local_time"].to_numpy())
         frame = pd.DataFrame(
             {
                 "symbol": symbol.canonical,
-                "ts": daily_close_ts(
-                    values["date"], symbol.tz, symbol.close_time.hour, symbol.close_time.minute
-                ).array,
+                "ts": ts.array,
                 **{c: values[c].to_numpy() for c in (*REQUIRED[1:], "amount")},
             }
         )
-        bars = to_bar_frame(frame, source=f"csv:{self.path.name}")
-        log.info("csv %s: %d rows for %s", self.path, len(bars), symbol)
+        bars = to_bar_frame(frame, source=f"csv:{self.path.name}", interval=target)
+        log.info("csv %s: %d %s rows for %s", self.path, len(bars), target, symbol)
         return clip_dates(bars, start, end, symbol.tz)

@@ -25,6 +25,7 @@ from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attemp
 
 from finstream.config import Settings
 from finstream.errors import NoDataError, QualityGateError, SourceError, SourceUnavailable
+from finstream.intervals import DAILY
 from finstream.sources.base import Source
 from finstream.sources.quality import check_quality
 from finstream.symbols import Symbol
@@ -154,11 +155,11 @@ class SourceRouter:
         return self._reachable[src.name]
 
     def _fetch_once(
-        self, src: Source, symbol: Symbol, start: date | None, end: date | None, max_bad: float
+        self, src: Source, symbol: Symbol, start: date | None, end: date | None, interval: str, max_bad: float
     ) -> pd.DataFrame:
         """One guarded call: timeout, error wrapping, quality gate."""
         try:
-            bars = call_with_timeout(lambda: src.fetch(symbol, start, end), self.params.timeout_s)
+            bars = call_with_timeout(lambda: src.fetch(symbol, start, end, interval), self.params.timeout_s)
         except SourceError:
             raise
         except Exception as exc:  # a library's own exception type: keep its message for the attempt log
@@ -167,7 +168,7 @@ class SourceRouter:
         return bars
 
     def _fetch_retrying(
-        self, src: Source, symbol: Symbol, start: date | None, end: date | None, max_bad: float
+        self, src: Source, symbol: Symbol, start: date | None, end: date | None, interval: str, max_bad: float
     ) -> pd.DataFrame:
         retrying = Retrying(
             stop=stop_after_attempt(self.params.retries + 1),
@@ -177,12 +178,18 @@ class SourceRouter:
             retry=retry_if_exception(_retryable),
             reraise=True,
         )
-        return retrying(self._fetch_once, src, symbol, start, end, max_bad)
+        return retrying(self._fetch_once, src, symbol, start, end, interval, max_bad)
 
     def fetch(
-        self, symbol: Symbol, start: date | None = None, end: date | None = None, source: str = "auto"
+        self,
+        symbol: Symbol,
+        start: date | None = None,
+        end: date | None = None,
+        source: str = "auto",
+        interval: str = DAILY,
     ) -> RoutedBars:
-        """Bars from the first provider that serves `symbol`; NoDataError listing every attempt otherwise."""
+        """`interval` bars from the first provider that serves `symbol` at that interval; NoDataError listing
+        every attempt otherwise. Failover order is the same for every interval."""
         attempts: list[Attempt] = []
         # failover mode rejects mostly-broken answers; a source the user named explicitly has no alternative,
         # so its rows go on to validation, which quarantines the bad ones with reasons
@@ -190,7 +197,7 @@ class SourceRouter:
         for name in self.candidates(symbol, source):
             src = self.sources[name]
             t0 = time.perf_counter()
-            reason = src.unavailable_reason(symbol)
+            reason = src.unavailable_reason(symbol) or src.interval_unavailable(symbol, interval)
             if reason:
                 attempts.append(Attempt(name, "unavailable", reason))
                 continue
@@ -202,7 +209,7 @@ class SourceRouter:
                 continue
             breaker = self.breakers[name]
             try:
-                bars = breaker.call(self._fetch_retrying, src, symbol, start, end, max_bad)
+                bars = breaker.call(self._fetch_retrying, src, symbol, start, end, interval, max_bad)
             except pybreaker.CircuitBreakerError:
                 attempts.append(Attempt(name, "circuit_open", "circuit breaker open after repeated failures"))
                 continue
@@ -216,9 +223,9 @@ class SourceRouter:
                 attempts.append(Attempt(name, "error", str(exc), time.perf_counter() - t0))
                 continue
             attempts.append(Attempt(name, "ok", f"{len(bars)} bars", time.perf_counter() - t0))
-            log.info("served %s from %s (%d bars)", symbol, name, len(bars))
+            log.info("served %s %s from %s (%d bars)", symbol, interval, name, len(bars))
             return RoutedBars(symbol, bars, name, attempts)
         tried = (
             "; ".join(f"{a.provider}: {a.outcome} ({a.detail})" for a in attempts) or "no provider covers it"
         )
-        raise NoDataError(f"no provider could serve {symbol}: {tried}")
+        raise NoDataError(f"no provider could serve {symbol} {interval} bars: {tried}")

@@ -6,6 +6,10 @@ Answer: {"request_id": ..., "code": 0, "msg": "", "data": {"fields": [...], "ite
 "has_more": false}}, newest first; code != 0 carries the reason in "msg" (bad token, rate limit,
 no permission).
 `daily` is unadjusted (raw exchange prices); `vol` is in 手 (lots of 100 shares) and `amount` in 千元.
+
+Daily bars only: Tushare's minute bars (`stk_mins` for stocks, `idx_mins` for indices) need a separately
+bought minute permission that ordinary tokens lack, so `intervals` is ("1d",) and the router asks akshare
+or yfinance for intraday bars instead.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import pandas as pd
 
 from finstream.config import Settings
 from finstream.errors import SchemaError, SourceError, SourceUnavailable
+from finstream.intervals import DAILY
 from finstream.schema import daily_close_ts, to_bar_frame
 from finstream.sources.base import Source, clip_dates
 from finstream.symbols import Symbol
@@ -162,6 +167,8 @@ class TushareSource(Source):
 
     name: ClassVar[str] = NAME
     hosts: ClassVar[tuple[str, ...]] = ("api.tushare.pro",)
+    #: daily only: minute bars (`stk_mins`) need a paid permission (see the module doc)
+    intervals: ClassVar[tuple[str, ...]] = (DAILY,)
 
     def __init__(
         self, settings: Settings, *, url: str = API_URL, transport: httpx.BaseTransport | None = None
@@ -176,12 +183,17 @@ class TushareSource(Source):
             return NO_TOKEN
         return super().unavailable_reason(symbol)
 
-    def fetch(self, symbol: Symbol, start: date | None, end: date | None) -> pd.DataFrame:
+    def fetch(
+        self, symbol: Symbol, start: date | None, end: date | None, interval: str = DAILY
+    ) -> pd.DataFrame:
         """Daily bars in [start, end]; SourceUnavailable without a token, SourceError on API errors."""
         token = self.settings.api_key(NAME)
         if not token:
             raise SourceUnavailable(NO_TOKEN)
         self.provider_symbol(symbol)
+        reason = self.interval_unavailable(symbol, interval)
+        if reason:
+            raise SourceUnavailable(reason)
         pages = download(
             symbol,
             start,

@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
+
+from finstream.storage import BarTable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,11 +63,12 @@ def test_two_concurrent_ingests_always_land_both_symbols(settings: object, tmp_p
         home = tmp_path / f"run{run}"
         for result in _ingest_together(home):
             assert result.returncode == 0, result.stderr[-2000:]
-        raw = pd.read_parquet(home / "data" / "raw" / "bars.parquet")
+        raw = BarTable(home / "data" / "raw" / "bars").read()
         counts = raw.groupby("symbol").size().to_dict()
         assert set(counts) == set(SYMBOLS), f"run {run}: the raw table holds only {sorted(counts)}"
         assert not raw.duplicated(["symbol", "ts"]).any()
         expected = expected or counts
         assert counts == expected, f"run {run}: {counts} != {expected}"
-        leftovers = [p.name for p in (home / "data" / "raw").iterdir() if p.name != "bars.parquet"]
+        files = [p for p in (home / "data" / "raw").rglob("*") if p.is_file()]
+        leftovers = [p.name for p in files if p.name != "all.parquet"]
         assert leftovers == [], f"run {run}: stray files {leftovers}"

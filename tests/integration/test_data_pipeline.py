@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from finstream.cli.main import app
 from finstream.config import Settings
+from finstream.storage import BarTable
 
 pytestmark = pytest.mark.integration
 
@@ -33,10 +34,10 @@ def test_stages_via_cli_keep_stored_data_when_bad_rows_arrive(settings: Settings
         "--end",
         "2018-12-31",
     )
-    raw = pd.read_parquet(home.raw_bars)
+    raw = BarTable(home.raw_bars).read()
     assert set(raw["source"]) == {"packaged"}
     run("validate")
-    assert len(pd.read_parquet(home.validated_bars)) == len(raw)
+    assert len(BarTable(home.validated_bars).read()) == len(raw)
 
     # a user's CSV brings a corrected-but-broken bar for an existing day and a new bad day
     csv = tmp_path / "csi.csv"
@@ -47,15 +48,15 @@ def test_stages_via_cli_keep_stored_data_when_bad_rows_arrive(settings: Settings
         encoding="utf-8",
     )
     run("ingest", "--symbols", "000300.SH", "--source", f"csv:{csv}")
-    raw2 = pd.read_parquet(home.raw_bars)
+    raw2 = BarTable(home.raw_bars).read()
     assert len(raw2) == len(raw) + 1  # the corrected day replaced its row, the new day was added
     gspc_before = raw[raw["symbol"] == "^GSPC"].reset_index(drop=True)
     pd.testing.assert_frame_equal(raw2[raw2["symbol"] == "^GSPC"].reset_index(drop=True), gspc_before)
 
-    validated_before = pd.read_parquet(home.validated_bars)
+    validated_before = BarTable(home.validated_bars).read()
     run("validate")
-    clean = pd.read_parquet(home.validated_bars)
-    quarantine = pd.read_parquet(home.quarantine)
+    clean = BarTable(home.validated_bars).read()
+    quarantine = BarTable(home.quarantine).read()
     assert len(quarantine) == 2
     # the bad replacement of 2018-12-28 is quarantined and the stored good version of that bar is kept
     assert len(clean) == len(raw2) - len(quarantine) + 1
@@ -90,7 +91,7 @@ def test_prefect_flow_runs_all_stages(settings: Settings) -> None:
     with prefect_test_harness(server_startup_timeout=120):
         result = data_pipeline(symbols="000300.SH,^IXIC", source="packaged", start=None, end=None)
     assert [s.provider for s in result.ingest.symbols] == ["packaged", "packaged"]
-    assert result.ingest.stored_rows == 4857 + 5031
+    assert sum(s.stored for s in result.ingest.symbols) == 4857 + 5031
     assert result.validate.input == result.validate.clean + result.validate.quarantined == 4857 + 5031
     assert result.features.rows == result.validate.clean - 2 * 59  # warm-up rows dropped per symbol
     assert result.materialize.keys_written == 2

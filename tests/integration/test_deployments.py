@@ -65,4 +65,4 @@ def test_deploy_all_schedules_and_runs_the_daily_pipeline(prefect_server: dict[s
         assert "Completed" in out
     finally:
         stop_process_group(worker)
-    assert (Path(env["FINSTREAM_HOME"]) / "data" / "features" / "features.parquet").is_file()
+    assert (Path(env["FINSTREAM_HOME"]) / "data" / "features" / "1d.parquet").is_file()

@@ -26,6 +26,7 @@ from tests_support import isolate_env, service_unavailable
 from finstream.cli.serve import serve_command
 from finstream.config import Settings
 from finstream.data_stages import features_stage, ingest_stage, materialize_stage, validate_stage
+from finstream.storage import BarTable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -380,7 +381,7 @@ def test_quotes_and_models(served: Served) -> None:
         missing = http.get("/quotes")
         unknown = http.get("/quotes", params={"symbols": "^GSPC,NOPE.XX"})
     assert quotes.status_code == 200, quotes.text
-    bars = pd.read_parquet(served.settings.paths.validated_bars)
+    bars = BarTable(served.settings.paths.validated_bars).read()
     for quote in quotes.json()["quotes"]:
         last = bars[bars["symbol"] == quote["symbol"]].sort_values("ts").iloc[-1]
         assert quote["close"] == pytest.approx(float(last["close"]))
@@ -603,7 +604,7 @@ def test_models_detail(served: Served) -> None:
 
 
 def test_history_returns_validated_bars(served: Served) -> None:
-    bars = pd.read_parquet(served.settings.paths.validated_bars)
+    bars = BarTable(served.settings.paths.validated_bars).read()
     csi = bars[bars["symbol"] == "000300.SH"].sort_values("ts")
     in_range = csi[(csi["ts"] >= "2018-06-01") & (csi["ts"] < "2018-07-01")]
     with _client(served.main, "viewer-key") as http:

@@ -48,8 +48,8 @@ def trained_home(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Setting
 def test_train_logs_evaluates_registers_and_gates(trained_home: Settings, prefect_api: str) -> None:
     from finstream.models.registry import REGISTERED_MODELS
     from finstream.models.tracking import configure_mlflow
+    from finstream.storage import file_md5
     from flows.training import training_flow
-    from training.store_dataset import file_md5
 
     report = training_flow(families=["ridge", "xgboost", "lstm"], tasks=["regression", "classification"])
     assert report.failures == []

@@ -97,7 +97,12 @@ def test_bad_input_gives_one_error_line(settings: Settings, args: list[str], mes
             "Invalid value for '--tasks': unknown task(s) ['forecasting']: use regression and/or"
             " classification",
         ),
-        (["ingest", "--resample", "1h"], "Invalid value for '--resample': '1h': the only target is 1d"),
+        (
+            ["ingest", "--resample", "2h"],
+            "Invalid value for '--resample': '2h' is no bar interval; use one of",
+        ),
+        (["ingest", "--interval", "1w"], "Invalid value for '--interval' / '-i': '1w' is no bar interval"),
+        (["ingest", "--bar-time", "middle"], "Invalid value for '--bar-time': 'middle': use open or close"),
         (["rl", "train", "--algo", "foo"], "Invalid value for '--algo'"),
         (["rl", "train", "--iterations", "0"], "Invalid value for '--iterations' / '-n'"),
         (["serve", "--port", "0"], "Invalid value for '--port'"),
@@ -148,9 +153,12 @@ def test_good_options_reach_the_command(settings: Settings, monkeypatch: pytest.
     monkeypatch.setattr(finstream.data_stages, "ingest_stage", fake_ingest)
     result = runner.invoke(app, ["ingest", "-s", "AAPL", "--start", "2020-01-02", "--end", "2020-12-31"])
     assert result.exit_code == 1 and "error: stop here" in result.output
-    assert seen["ingest"] == ("AAPL", None, date(2020, 1, 2), date(2020, 12, 31), {"resample": None})
-    result = runner.invoke(app, ["ingest", "-s", "AAPL", "--source", "csv:x.csv", "--resample", "1d"])
-    assert result.exit_code == 1 and seen["ingest"] == ("AAPL", "csv:x.csv", None, None, {"resample": "1d"})
+    plain = {"resample": None, "interval": None, "tz": None, "bar_time": "open"}
+    assert seen["ingest"] == ("AAPL", None, date(2020, 1, 2), date(2020, 12, 31), plain)
+    args = ["ingest", "-s", "AAPL", "--source", "csv:x.csv", "--resample", "1d", "--tz", "UTC", "-i", "1h"]
+    result = runner.invoke(app, [*args, "--bar-time", "close"])
+    asked = {"resample": "1d", "interval": "1h", "tz": "UTC", "bar_time": "close"}
+    assert result.exit_code == 1 and seen["ingest"] == ("AAPL", "csv:x.csv", None, None, asked)
     result = runner.invoke(app, ["train", "-f", "ridge, xgboost", "--tasks", "classification"])
     assert result.exit_code == 1 and "error: stop here" in result.output
     assert seen["train"] == {"families": ["ridge", "xgboost"], "tasks": ["classification"]}

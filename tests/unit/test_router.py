@@ -31,7 +31,9 @@ class Scripted(Source):
         self.calls = 0
         self.delay = delay
 
-    def fetch(self, symbol: Symbol, start: date | None, end: date | None) -> pd.DataFrame:
+    def fetch(
+        self, symbol: Symbol, start: date | None, end: date | None, interval: str = "1d"
+    ) -> pd.DataFrame:
         self.calls += 1
         action = self.script.pop(0) if self.script else "ok"
         if action == "raise":

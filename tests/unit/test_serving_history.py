@@ -14,7 +14,7 @@ from tests_support import isolate_env
 from finstream.config import Settings
 from finstream.errors import StoreUnavailable, UnknownSymbol
 from finstream.schema import BAR_COLUMNS
-from finstream.storage import read_bars, write_parquet_atomic
+from finstream.storage import BarTable, write_parquet_atomic
 from serving.history import MAX_LIMIT, BarHistory
 
 
@@ -35,7 +35,7 @@ def validated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture
 def stored(validated: Settings) -> pd.DataFrame:
-    return read_bars(validated.paths.validated_bars)
+    return BarTable(validated.paths.validated_bars).read()
 
 
 def _days(frame: pd.DataFrame, tz: str) -> list[str]:

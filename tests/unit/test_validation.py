@@ -16,7 +16,7 @@ NOW = pd.Timestamp("2026-01-02 00:00", tz="UTC")
 INGESTED = pd.Timestamp("2026-01-01 12:00", tz="UTC").as_unit("ns")
 LIMITS = {HS300: 0.11}
 MOVE = "abs(close / prev_close - 1) <= move limit"
-DUP = "duplicate (symbol, ts)"
+DUP = "duplicate (symbol, interval, ts)"
 
 
 def _package_dir(name: str) -> Path:
@@ -31,6 +31,7 @@ def _to_bars(raw: pd.DataFrame, symbol: str, dates: pd.Series, tz: str, close_ho
     bars = pd.DataFrame(
         {
             "symbol": symbol,
+            "interval": "1d",
             "ts": local.dt.tz_localize(tz).dt.tz_convert("UTC").dt.as_unit("ns"),
             **{c: raw[c].astype("float64") for c in ["open", "high", "low", "close", "volume"]},
             "amount": np.nan,
@@ -97,7 +98,7 @@ def test_real_csi300_history_passes_untouched(hs300: pd.DataFrame) -> None:
     assert result.quarantine.empty
     assert set(result.counts["failures"].values()) == {0}
     assert result.per_symbol.to_dict("records") == [
-        {"symbol": HS300, "input": 4857, "clean": 4857, "quarantined": 0}
+        {"symbol": HS300, "interval": "1d", "input": 4857, "clean": 4857, "quarantined": 0}
     ]
     _reconciles(result)
 
@@ -159,7 +160,13 @@ def test_injected_rows_are_quarantined_with_their_reasons(injected: pd.DataFrame
         MOVE: 1,
     }
     assert result.per_symbol.to_dict("records") == [
-        {"symbol": HS300, "input": len(injected), "clean": len(injected) - 7, "quarantined": 7}
+        {
+            "symbol": HS300,
+            "interval": "1d",
+            "input": len(injected),
+            "clean": len(injected) - 7,
+            "quarantined": 7,
+        }
     ]
     _reconciles(result)
 
@@ -274,7 +281,7 @@ def test_empty_input_gives_empty_outputs(hs300: pd.DataFrame) -> None:
 
     assert result.success and result.clean.empty and result.quarantine.empty and result.per_symbol.empty
     assert result.counts["input"] == result.counts["clean"] == result.counts["quarantined"] == 0
-    assert list(result.per_symbol.columns) == ["symbol", "input", "clean", "quarantined"]
+    assert list(result.per_symbol.columns) == ["symbol", "interval", "input", "clean", "quarantined"]
     _reconciles(result)
 
 
@@ -296,7 +303,7 @@ def test_report_names_totals_symbols_and_failures(injected: pd.DataFrame, tmp_pa
     assert path == tmp_path / "reports" / "bars.md"
     assert "FAILED: 7 row(s) quarantined" in text
     assert f"| {len(injected)} | {len(injected) - 7} | 7 |" in text
-    assert f"| {HS300} | {len(injected)} | {len(injected) - 7} | 7 |" in text
+    assert f"| {HS300} | 1d | {len(injected)} | {len(injected) - 7} | 7 |" in text
     for reason in ("high >= low", "close > 0", "open not null", "volume >= 0", DUP, "ts <= now", MOVE):
         assert f"| {reason} | 1 |" in text
     assert "| low <= open | 0 |" in text

@@ -42,7 +42,7 @@ def suffix(interval: str) -> str:
 
 def build(settings: Settings) -> dict[str, object]:
     """Every Feast object of the repo: the entity, and each interval's objects whose feature file exists
-    (daily always, so a fresh home still has the default service)."""
+    (daily when none does yet, so a fresh home still has the default service)."""
     symbol = Entity(
         name="symbol",
         join_keys=["symbol"],
@@ -50,7 +50,7 @@ def build(settings: Settings) -> dict[str, object]:
         description="Canonical instrument symbol, e.g. 000300.SH or ^GSPC.",
     )
     objects: dict[str, object] = {"symbol": symbol}
-    intervals = {p.stem for p in settings.paths.features_dir.glob("*.parquet")} | {DAILY}
+    intervals = {p.stem for p in settings.paths.features_dir.glob("*.parquet")} or {DAILY}
     for interval in sorted(intervals):
         for name, obj in _interval_objects(settings, symbol, interval).items():
             objects[name + suffix(interval)] = obj

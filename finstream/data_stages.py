@@ -419,17 +419,20 @@ def materialize_stage(settings: Settings) -> MaterializeReport:
     files = sorted(settings.paths.features_dir.glob("*.parquet"))
     if not files:
         raise NoDataError(f"no features under {settings.paths.features_dir}: run `finstream features` first")
-    ts = pd.concat([pd.read_parquet(f, columns=["symbol", "event_timestamp"]) for f in files])
+    stamps = {f.stem: pd.read_parquet(f, columns=["symbol", "event_timestamp"]) for f in files}
+    ts = pd.concat(stamps.values())
     start = ts["event_timestamp"].min().to_pydatetime()
     end = (ts["event_timestamp"].max() + pd.Timedelta(seconds=1)).to_pydatetime()
     store = featurestore.open_store(settings)
     featurestore.apply_definitions(store)
     written = featurestore.materialize(store, start, end)
-    symbols = sorted(ts["symbol"].unique())
-    online = featurestore.online_features(
-        store, symbols, features=["price_features:close", "technical_features:rsi_14"]
-    )
-    latest = online.to_dict(orient="records")
+    latest = []
+    for interval, frame in sorted(stamps.items(), key=lambda item: INTERVALS.get(item[0], INTERVALS[DAILY])):
+        refs = featurestore.view_refs(["price_features:close", "technical_features:rsi_14"], interval)
+        symbols = sorted(frame["symbol"].unique())
+        online = featurestore.online_features(store, symbols, features=refs, interval=interval)
+        online.insert(1, "interval", interval)
+        latest += online.to_dict(orient="records")
     report = MaterializeReport(settings.online_store_type, str(start), str(end), written, latest)
     _write_json(settings.paths.reports / "materialize.json", asdict(report))
     return report

@@ -247,7 +247,8 @@ def materialize(store: FeatureStore, start: datetime | str, end: datetime | str)
     if lo > hi:
         raise ConfigError(f"materialize: start {lo} is after end {hi}")
     keys: set[str] = set()
-    for path in set(_batch_paths(store).values()):
+    paths = _batch_paths(store)
+    for path in set(paths.values()):
         _check_timestamp_units(path)
         ts = ds.field(EVENT_TIMESTAMP)
         table = ds.dataset(path, format="parquet").to_table(
@@ -255,7 +256,7 @@ def materialize(store: FeatureStore, start: datetime | str, end: datetime | str)
         )
         keys.update(table.column(ENTITY_KEY).unique().to_pylist())
     started = time.perf_counter()
-    store.materialize(start_date=lo.to_pydatetime(), end_date=hi.to_pydatetime())
+    store.materialize(start_date=lo.to_pydatetime(), end_date=hi.to_pydatetime(), feature_views=sorted(paths))
     log.info(
         "feast materialize",
         extra={

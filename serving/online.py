@@ -40,8 +40,9 @@ PROBE_SYMBOL = "__finstream_ready_probe__"
 class FeatureReader:
     """Reads the latest feature row per symbol through Feast's online API."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, interval: str = "1d") -> None:
         self.settings = settings
+        self.interval = interval
         self._store: Any = None
         self._service: Any = None
         self._lock = threading.Lock()
@@ -56,7 +57,8 @@ class FeatureReader:
                 store = featurestore.open_store(self.settings)
                 if self.store_kind == "redis":
                     _fail_fast(store)
-                self._service = store.get_feature_service(featurestore.FEATURE_SERVICE, allow_cache=True)
+                service = featurestore.feature_service_name(self.interval)
+                self._service = store.get_feature_service(service, allow_cache=True)
                 self._store = store
             return self._store, self._service
 
@@ -144,8 +146,8 @@ class _Layout:
 class RedisFeatureReader(FeatureReader):
     """Reads Feast's Redis online rows directly: one pipelined HMGET per request (sync or asyncio)."""
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, interval: str = "1d") -> None:
+        super().__init__(settings, interval)
         self._layout: _Layout | None = None
         self._keys: dict[str, bytes] = {}
         self._sync: Any = None
@@ -352,11 +354,12 @@ def _client_options() -> dict[str, Any]:
     }
 
 
-def open_reader(settings: Settings, direct: bool = True) -> FeatureReader:
-    """The reader for the configured store: direct Redis reads when Redis is configured and `direct`."""
+def open_reader(settings: Settings, direct: bool = True, interval: str = "1d") -> FeatureReader:
+    """The reader of `interval` features for the configured store: direct Redis reads when Redis is
+    configured and `direct`."""
     if settings.online_store_type == "redis" and direct:
-        return RedisFeatureReader(settings)
-    return FeatureReader(settings)
+        return RedisFeatureReader(settings, interval)
+    return FeatureReader(settings, interval)
 
 
 def _fail_fast(store: Any) -> None:

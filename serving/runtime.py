@@ -76,13 +76,15 @@ class ServingRuntime:
             settings.redis_url if options.shared_rate_limit else None,
             prefix=f"finstream:{settings.feast_project}:ratelimit:",
         )
-        features = open_reader(settings, direct=options.direct_redis)
+        interval = settings.train.interval  # the bars the models are trained on are the bars served
+        features = open_reader(settings, direct=options.direct_redis, interval=interval)
         models = ChampionModels(
             settings,
             options.reload_interval_s,
             ab=ABSettings(options.ab_mode, options.ab_share),  # type: ignore[arg-type]
         )
-        windows, history = FeatureWindows(settings), BarHistory(settings)
+        windows = FeatureWindows(settings, path=settings.paths.features_for(interval))
+        history = BarHistory(settings, interval=interval)
         models.refresh()
         models.start()
         for store in (windows, history):  # parse the files now, not in the first request

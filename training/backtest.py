@@ -193,8 +193,8 @@ def backtest(
     """Backtest `positions` against next-period `returns` (log returns unless `log_returns=False`).
 
     One symbol: rows are in time order. Several: pass `symbol` and `time` (aligned with the rows); each
-    symbol is backtested on its own and the sleeves are combined equal-weight on the UTC-date calendar
-    (see `_combine`). `stamp_duty_on_sells` is a bool or a per-symbol rule such as `stamp_duty_applies`.
+    symbol is backtested on its own and the sleeves are combined equal-weight on the UTC-date calendar for
+    daily bars, on the bar close times for intraday ones (see `_combine`). `stamp_duty_on_sells` is a bool or a per-symbol rule such as `stamp_duty_applies`.
     """
     r = np.asarray(returns, dtype="float64").ravel()
     p = np.asarray(positions, dtype="float64").ravel()
@@ -216,7 +216,11 @@ def backtest(
     when = pd.to_datetime(pd.Series(np.asarray(time).ravel()), utc=True)
     if sym.size != r.size or len(when) != r.size:
         raise ValueError("symbol and time must have one entry per row")
+    # daily bars meet on UTC dates (markets close at different hours of one date); intraday bars on their
+    # close times
     day = when.dt.normalize().to_numpy()
+    if pd.DataFrame({"s": sym, "d": day}).duplicated().any():
+        day = when.to_numpy()
     sleeves: dict[str, BacktestResult] = {}
     dates: dict[str, pd.Index] = {}
     for s in pd.unique(sym):
@@ -224,7 +228,7 @@ def backtest(
         rows = rows[np.argsort(when.to_numpy()[rows], kind="stable")]
         d = pd.DatetimeIndex(day[rows])
         if d.has_duplicates:
-            raise ValueError(f"symbol {s} has more than one row per date; the backtest expects daily bars")
+            raise ValueError(f"symbol {s} has more than one row per bar time")
         stamp = stamp_duty_on_sells(str(s)) if callable(stamp_duty_on_sells) else bool(stamp_duty_on_sells)
         sleeves[str(s)] = _single(simple[rows], p[rows], costs, stamp, periods_per_year, index[rows])
         dates[str(s)] = d

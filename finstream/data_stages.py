@@ -19,7 +19,14 @@ from finstream.config import Settings
 from finstream.errors import ConfigError, NoDataError, SchemaError
 from finstream.intervals import DAILY, INTERVALS, check_interval, session_move_limit
 from finstream.schema import BAR_COLUMNS, BAR_KEY, empty_bars
-from finstream.storage import BarTable, Partition, data_lock, file_md5, write_parquet_atomic
+from finstream.storage import (
+    BarTable,
+    Partition,
+    data_lock,
+    file_md5,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from finstream.symbols import parse_symbol, parse_symbols
 
 log = logging.getLogger(__name__)
@@ -202,9 +209,9 @@ def validate_stage(settings: Settings, now: pd.Timestamp | None = None) -> Valid
         for key in gone:  # raw partition removed: so are its validated and quarantined bars
             (paths.validated_bars / key).unlink(missing_ok=True)
             (paths.quarantine / key).unlink(missing_ok=True)
-        manifest = {p.relative: digests[p] for p in parts}
-        paths.validated_bars.mkdir(parents=True, exist_ok=True)
-        manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        text = json.dumps({p.relative: digests[p] for p in parts}, indent=1, sort_keys=True) + "\n"
+        if not manifest_path.exists() or manifest_path.read_text() != text:
+            write_text_atomic(text, manifest_path)
     if frame is None:
         report = ValidateReport(0, 0, 0, 0, {}, [], "", 0, len(parts))
         log.info("validate: all %d partitions unchanged since the last validation", len(parts))

@@ -71,6 +71,21 @@ def _umask() -> int:
     return mask
 
 
+def write_text_atomic(text: str, path: Path) -> Path:
+    """Write `text` to a temporary file beside `path`, then rename over it (umask permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
     """Write to a temporary file beside `path`, then rename over it (atomic on POSIX).
 

@@ -91,3 +91,32 @@ def test_a_held_write_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
         data_lock(tmp_path, timeout_s=0.2),
     ):
         pass
+
+
+def test_tracked_outputs_are_byte_stable_when_nothing_changed(settings: object) -> None:
+    """DVC tracks raw, validated, quarantine and features: a second run over the same input rewrites none of
+    them (no run timestamps inside), so `dvc status` stays clean."""
+    from datetime import date
+
+    from finstream.config import Settings
+    from finstream.data_stages import features_stage, ingest_stage, validate_stage
+    from finstream.storage import file_md5
+
+    assert isinstance(settings, Settings)
+    data = settings.paths.data
+
+    def digests() -> dict[str, tuple[str, int]]:
+        files = sorted(p for p in data.rglob("*") if p.is_file() and p.name != ".write.lock")
+        return {str(p.relative_to(data)): (file_md5(p), p.stat().st_mtime_ns) for p in files}
+
+    def run() -> None:
+        ingest_stage(settings, "^GSPC", "packaged", date(2016, 1, 1), date(2016, 12, 31))
+        ingest_stage(settings, "AAPL", "packaged", interval="1h")
+        validate_stage(settings)
+        features_stage(settings)
+
+    run()
+    first = digests()
+    assert any(k.startswith("validated/bars/1h/AAPL/") for k in first)
+    run()
+    assert digests() == first

@@ -16,6 +16,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from finstream.risk.params import RiskParams
+
 
 class IngestParams(BaseModel):
     """What `finstream ingest` fetches when no option overrides it."""
@@ -202,6 +204,7 @@ class Settings(BaseSettings):
     train: TrainParams = Field(default_factory=TrainParams)
     promotion: PromotionParams = Field(default_factory=PromotionParams)
     rl: RLParams = Field(default_factory=RLParams)
+    risk: RiskParams = Field(default_factory=RiskParams)
     mlflow_tracking_uri: str | None = None
 
     @classmethod

@@ -19,7 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from finstream.errors import FinstreamError, UnknownSymbol
 from serving.auth import AuthError, RateLimited
-from serving.routes import inference, market, model_admin, operations
+from serving.routes import inference, market, model_admin, operations, risk
 from serving.routes.market import QueryError
 from serving.routes.model_admin import UnknownModel
 from serving.runtime import ServingOptions
@@ -36,7 +36,7 @@ app = FastAPI(
 )
 
 
-for router in (operations.router, inference.router, market.router, model_admin.router):
+for router in (operations.router, inference.router, market.router, risk.router, model_admin.router):
     app.include_router(router)
 
 

@@ -85,6 +85,14 @@ class BarHistory:
         self.path = Path(path) if path is not None else settings.paths.validated_bars / interval
         self._snapshots: FileSnapshots[_Snapshot] = FileSnapshots(self.path, self._load, self._missing)
 
+    def version(self) -> tuple[str, int, int]:
+        """The key of the bar files as they are now (changes when the pipeline rewrites them)."""
+        return self._current().key
+
+    def canonical(self, symbol: str) -> str:
+        """`symbol` as the stored bars name it (UnknownBarSymbol when there are none)."""
+        return self._resolve(self._current(), symbol)
+
     def symbols(self) -> tuple[str, ...]:
         """Symbols with validated bars, sorted."""
         return tuple(sorted(self._current().bars))

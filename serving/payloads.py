@@ -256,3 +256,60 @@ class HistoryResponse(BaseModel):
 def json_response(body: BaseModel, status: int = 200) -> Response:
     """`body` serialised by pydantic-core in one call (FastAPI's response_model pass is skipped)."""
     return Response(body.model_dump_json(), status_code=status, media_type="application/json")
+
+
+class VaREstimate(BaseModel):
+    """Value at risk and expected shortfall of one method at one confidence level, as positive fractions of
+    position value lost over the next bar (simple returns)."""
+
+    method: Literal["historical", "normal", "student_t", "ewma"]
+    level: float
+    var: float | None
+    es: float | None
+
+
+class RiskAlert(BaseModel):
+    """A risk rule firing on the latest bar (see finstream.risk.alerts)."""
+
+    severity: Literal["info", "warning", "critical"]
+    rule: str
+    value: float
+    limit: float
+    symbol: str
+    bar_time: datetime
+    message: str
+
+
+class RiskSummary(BaseModel):
+    """The current risk of one symbol or of a portfolio, at its latest validated bar."""
+
+    name: str
+    as_of: datetime
+    bars: int
+    var: list[VaREstimate]
+    volatility: float | None
+    ewma_volatility: float | None
+    drawdown: float | None
+    max_drawdown: float | None
+    volatility_spike: float | None
+    alerts: list[RiskAlert]
+
+
+class RiskResponse(BaseModel):
+    interval: str
+    risk: list[RiskSummary]
+
+
+class PortfolioRequest(BaseModel):
+    """Portfolio weights by symbol, e.g. {"weights": {"000300.SH": 0.4, "^GSPC": 0.6}}; they must sum to 1
+    and be non-negative unless risk.allow_short."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] = Field(min_length=1, max_length=MAX_SYMBOLS)
+
+
+class PortfolioRiskResponse(BaseModel):
+    interval: str
+    weights: dict[str, float]
+    risk: RiskSummary

@@ -26,6 +26,7 @@ from serving.audit import AuditLog
 from serving.auth import Authenticator, Caller, RateLimited, RedisTokenBucket
 from serving.history import BarHistory
 from serving.online import FeatureReader, RedisFeatureReader, open_reader
+from serving.risk_book import RiskBook
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class ServingRuntime:
     models: ChampionModels
     windows: FeatureWindows
     history: BarHistory
+    risk: RiskBook
     audit: AuditLog
 
     @classmethod
@@ -97,7 +99,17 @@ class ServingRuntime:
             features.ping()  # open the store now: the first open costs seconds (Feast imports)
         except StoreUnavailable as exc:
             log.warning("online store not reachable at start-up: %s", exc)
-        return cls(settings, options, auth, features, models, windows, history, audit)
+        return cls(
+            settings,
+            options,
+            auth,
+            features,
+            models,
+            windows,
+            history,
+            RiskBook(history, settings.risk),
+            audit,
+        )
 
     def close(self) -> None:
         """Stop the registry polling and close the store reader (worker shutdown)."""

@@ -68,3 +68,17 @@ class ObserveMiddleware:
             )
             if status >= 400:
                 ERRORS.labels(endpoint=endpoint, status=str(status)).inc()
+
+
+RISK_VAR = bentoml.metrics.Gauge(
+    name="finstream_risk_var",
+    documentation="latest value at risk served (fraction of position value), per symbol or portfolio",
+    labelnames=["name", "method", "level"],
+    multiprocess_mode="livemostrecent",
+)
+RISK_ALERTS = bentoml.metrics.Gauge(
+    name="finstream_risk_alerts",
+    documentation="risk alerts active at the latest bar, per symbol or portfolio and severity",
+    labelnames=["name", "severity"],
+    multiprocess_mode="livemostrecent",
+)

@@ -31,7 +31,7 @@ async def quotes(
     runtime: Runtime,
 ) -> Response:
     """The latest bar per symbol from the online store's price features."""
-    wanted = _split_symbols(symbols)
+    wanted = split_symbols(symbols)
     rows = await runtime.read(caller, wanted)
     ages = rows.ages()
     out = []
@@ -82,7 +82,7 @@ def history(
     )
 
 
-def _split_symbols(values: list[str]) -> list[str]:
+def split_symbols(values: list[str]) -> list[str]:
     symbols = list(dict.fromkeys(s.strip() for v in values for s in v.split(",") if s.strip()))
     if not symbols:
         raise QueryError("symbols: give at least one symbol, e.g. ?symbols=000300.SH,^GSPC")

@@ -786,3 +786,29 @@ def test_every_worker_follows_a_promotion_at_once_without_polling(served: Served
     back = converge("1")
     print(f"both workers followed the promotion in {forward:.2f} s and the way back in {back:.2f} s")
     assert forward < 5 and back < 5
+
+
+def test_risk_per_symbol_and_portfolio(served: Served) -> None:
+    with _client(served.main, "viewer-key") as http:
+        response = http.get("/risk", params={"symbols": ",".join(SYMBOLS)})
+        good = http.post("/risk/portfolio", json={"weights": {SYMBOLS[0]: 0.5, SYMBOLS[1]: 0.5}})
+        unbalanced = http.post("/risk/portfolio", json={"weights": {SYMBOLS[0]: 0.5, SYMBOLS[1]: 0.6}})
+        unknown = http.post("/risk/portfolio", json={"weights": {SYMBOLS[0]: 0.5, "NOPE": 0.5}})
+        short = http.post("/risk/portfolio", json={"weights": {SYMBOLS[0]: 1.5, SYMBOLS[1]: -0.5}})
+        metrics = http.get("/metrics").text
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["interval"] == "1d" and [r["name"] for r in body["risk"]] == SYMBOLS
+    bars = BarTable(served.settings.paths.validated_bars).read()
+    for summary in body["risk"]:
+        assert pd.Timestamp(summary["as_of"]) == bars.loc[bars["symbol"] == summary["name"], "ts"].max()
+        methods = {(e["method"], e["level"]) for e in summary["var"]}
+        assert methods == {
+            (m, lv) for m in ("historical", "normal", "student_t", "ewma") for lv in (0.95, 0.99)
+        }
+        assert all(0 < e["var"] <= e["es"] < 0.2 for e in summary["var"])
+    assert good.status_code == 200 and good.json()["risk"]["name"] == "portfolio"
+    assert unbalanced.status_code == 422 and "sum to 1.1" in unbalanced.json()["detail"]
+    assert unknown.status_code == 422 and "unknown symbols ['NOPE']" in unknown.json()["detail"]
+    assert short.status_code == 422 and "shorting is not allowed" in short.json()["detail"]
+    assert 'finstream_risk_var{level="0.99",method="historical",name="^GSPC"}' in metrics

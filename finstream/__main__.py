@@ -1,5 +1,5 @@
 """`python -m finstream` runs the CLI."""
 
-from finstream.cli.main import app
+from finstream.cli.main import run
 
-app()
+run()

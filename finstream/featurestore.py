@@ -7,7 +7,9 @@ importing this module stays cheap for the CLI.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
+import io
 import logging
 import sys
 import time
@@ -256,7 +258,13 @@ def materialize(store: FeatureStore, start: datetime | str, end: datetime | str)
         )
         keys.update(table.column(ENTITY_KEY).unique().to_pylist())
     started = time.perf_counter()
-    store.materialize(start_date=lo.to_pydatetime(), end_date=hi.to_pydatetime(), feature_views=sorted(paths))
+    printed = io.StringIO()  # Feast prints its progress (and tqdm bars) to stdout: keep them for the log
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        store.materialize(
+            start_date=lo.to_pydatetime(), end_date=hi.to_pydatetime(), feature_views=sorted(paths)
+        )
+    if printed.getvalue().strip():
+        log.info("feast materialize output: %s", printed.getvalue().strip())
     log.info(
         "feast materialize",
         extra={

@@ -86,8 +86,10 @@ def tune_family(settings: Settings, dataset: Dataset, family: str, task: str) ->
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from finstream.logs import adopt_ray
     from finstream.models.tracking import tracking_uri
 
+    adopt_ray()  # Ray's and Tune's notices to the log file, not the terminal
     window = tuning_window(dataset, params)
     started_ray = not ray.is_initialized()
     if started_ray:

@@ -24,6 +24,7 @@ from finstream.cli.common import (
     split_names,
 )
 from finstream.cli.models import models_app
+from finstream.cli.risk import risk_app
 from finstream.cli.rl import rl_app
 from finstream.cli.serve import serve
 from finstream.errors import FinstreamError
@@ -131,11 +132,36 @@ def main(
     """finstream: workflow-orchestrated ML platform for market data."""
     from rich.logging import RichHandler
 
+    from finstream import logs
+
+    level = logging.INFO if verbose else logging.WARNING
+    if logs.console_handler is not None:  # `run`: the file takes everything, the terminal ours
+        logs.console_handler.setLevel(level)
+        return
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=level,
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
     )
+
+
+def run() -> None:
+    """The `finstream` command: every log record to FINSTREAM_HOME/logs/finstream.log, finstream's own
+    warnings (and anyone's errors) to the terminal; third-party chatter and progress bars stay out of it."""
+    from rich.logging import RichHandler
+
+    from finstream import logs
+    from finstream.config import get_settings
+
+    try:
+        path = get_settings().paths.home / "logs" / "finstream.log"
+    except Exception:  # invalid settings: the command reports them; no log file then
+        path = None
+    if path is not None:
+        console = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logs.setup(path, console)
+    app()
 
 
 @app.command()
@@ -343,4 +369,5 @@ def list_sources() -> None:
 
 app.add_typer(models_app, name="models", help="List, promote and roll back registered models.")
 app.add_typer(rl_app, name="rl", help="Train and evaluate Ray RLlib trading agents (PPO, DQN).")
+app.add_typer(risk_app, name="risk", help="Risk report: VaR/ES, backtests and alerts from validated bars.")
 app.command("serve")(serve)

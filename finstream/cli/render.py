@@ -12,24 +12,23 @@ from finstream.data_stages import FeaturesReport, IngestReport, MaterializeRepor
 def ingest_table(report: IngestReport) -> Table:
     table = Table(title=f"ingest → {report.path}", title_justify="left", min_width=76)
     numbers = ("read", "new", "changed", "stored")
-    for col in ("symbol", "interval", "provider", *numbers, "first", "last", "failover"):
-        table.add_column(col, justify="right" if col in numbers else "left")
+    table.add_column("series", no_wrap=True)
+    table.add_column("provider")
+    for col in numbers:
+        table.add_column(col, justify="right")
+    table.add_column("period", no_wrap=True)
+    skipped = []
     for s in report.symbols:
-        tried = ", ".join(f"{a['provider']}:{a['outcome']}" for a in s.attempts if a["outcome"] != "ok")
-        table.add_row(
-            s.symbol,
-            s.interval,
-            s.provider or "[red]none[/]",
-            str(s.read),
-            str(s.new),
-            str(s.changed),
-            str(s.stored),
-            s.first or "-",
-            s.last or "-",
-            tried or "-" if not s.error else f"[red]{s.error}[/]",
-        )
+        tried = ", ".join(f"{a['provider']} {a['outcome']}" for a in s.attempts if a["outcome"] != "ok")
+        if tried and not s.error:
+            skipped.append(f"{s.symbol}: {tried}")
+        period = f"{s.first}…{s.last}" if s.first else f"[red]{s.error}[/]"
+        series = f"{s.symbol} {s.interval}"
+        table.add_row(series, s.provider or "[red]none[/]", *(str(getattr(s, n)) for n in numbers), period)
     written = report.partitions_written
-    table.caption = f"{report.new_or_changed} bars new or changed; {written} partition file(s) rewritten"
+    lines = [f"{report.new_or_changed} bars new or changed; {written} partition file(s) rewritten"]
+    lines += [f"failover: {line}" for line in skipped]
+    table.caption = "\n".join(lines)
     return table
 
 

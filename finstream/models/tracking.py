@@ -14,6 +14,9 @@ from mlflow.exceptions import MlflowException
 
 from finstream.config import Settings
 from finstream.errors import FinstreamError
+from finstream.logs import adopt
+
+adopt("mlflow")  # MLflow installs its own stderr handler at import: its notices belong in the log file
 
 if TYPE_CHECKING:
     from mlflow.entities import Experiment

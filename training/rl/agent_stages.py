@@ -165,7 +165,10 @@ def build_algo_config(algo: str, env_config: dict[str, Any], params: RLParams) -
     from ray.rllib.algorithms.dqn import DQNConfig
     from ray.rllib.algorithms.ppo import PPOConfig
 
+    from finstream.logs import adopt_ray
     from training.rl.env import TradingEnv
+
+    adopt_ray()  # importing RLlib installed its own stderr handler
 
     check_algo(algo, params)
     training, runners, reporting = _split_settings(dict(params.ppo if algo == "ppo" else params.dqn))
@@ -200,8 +203,10 @@ def _start_ray(settings: Settings) -> tuple[bool, Path | None]:
     """
     import ray
 
+    from finstream.logs import adopt_ray
     from training.tune import ray_temp_dir
 
+    adopt_ray()  # Ray's and RLlib's notices to the log file, not the terminal
     if ray.is_initialized():
         return False, None
     address = os.environ.get("RAY_ADDRESS")

@@ -80,7 +80,7 @@ class TrainParams(BaseModel):
     symbols: list[str] = Field(default_factory=lambda: ["000300.SH", "^GSPC", "^IXIC"])
     interval: str = "1d"  # the bars trained on (their features and Feast service); horizon counts them
     horizon: int = 1
-    tasks: list[str] = Field(default_factory=lambda: ["regression", "classification"])
+    tasks: list[str] = Field(default_factory=lambda: ["regression", "classification", "volatility"])
     pooled: bool = True
     per_symbol: bool = False
     families: list[str] = Field(
@@ -108,6 +108,9 @@ class TrainParams(BaseModel):
     torch_threads: int | None = 1  # 1 is fastest on 2 cores (OpenMP contention); None keeps torch's default
     tune_families: list[str] = Field(default_factory=lambda: ["xgboost"])
     tune_samples: int = 4
+    #: the volatility task's candidates (tabular zoo families, pooled) and its variance proxy (sq or gk)
+    volatility_families: list[str] = Field(default_factory=lambda: ["ridge", "xgboost"])
+    volatility_proxy: Literal["sq", "gk"] = "sq"
     workers: int = 2  # family x task evaluations run side by side in this many processes (1: in the flow's)
     costs: CostParams = Field(default_factory=CostParams)
 

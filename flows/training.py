@@ -2,7 +2,10 @@
 
 Stages (training.zoo_stages), one Prefect task each: training set → leakage check per task → MLflow parent
 runs per task → Ray Tune per tuned family × task → walk-forward evaluation per family × task → leaderboard
-→ register and gate per task. The evaluations run side by side in `train.workers` processes (Prefect's
+→ register and gate per task; then the volatility task (training.volatility_stages): baselines and
+candidates walk-forward on the same folds → register the winner (or the best baseline) → its gate.
+
+The evaluations run side by side in `train.workers` processes (Prefect's
 ProcessPoolTaskRunner: separate processes keep torch's global RNG and MLflow's run stack per family); with
 one worker they run one after another in the flow's own process. A family that fails (after its retry) is
 named in the report and the leaderboard; the others are still evaluated, registered and gated.
@@ -23,6 +26,12 @@ from prefect.task_runners import ProcessPoolTaskRunner
 from finstream.config import Settings, get_settings
 from finstream.errors import ConfigError
 from flows.data_pipeline import data_pipeline
+from training.volatility_stages import (
+    VolatilityEvaluation,
+    evaluate_volatility_task,
+    gate_volatility_version,
+    register_volatility,
+)
 from training.zoo_stages import (
     CandidateFailure,
     CandidateResult,
@@ -44,7 +53,8 @@ from training.zoo_stages import (
     write_run_leaderboard,
 )
 
-TASKS = ("regression", "classification")
+TASKS = ("regression", "classification", "volatility")
+ZOO_TASKS = ("regression", "classification")
 
 
 @task(name="training-set", task_run_name="training-set", cache_policy=NONE)
@@ -147,16 +157,51 @@ def gate_task(settings: Settings, registration: Registration) -> GateDecision:
     return decision
 
 
-def _check_names(families: Sequence[str], tasks: Sequence[str]) -> None:
+@task(name="volatility-evaluate", task_run_name="volatility-evaluate", cache_policy=NONE)
+def volatility_evaluate_task(settings: Settings, training: TrainingSet) -> VolatilityEvaluation:
+    """Walk-forward next-bar variance: GARCH / GJR / HAR / rolling baselines vs the zoo candidates."""
+    evaluation = evaluate_volatility_task(settings, training)
+    pooled = evaluation.pooled()
+    get_run_logger().info(
+        "volatility: best baseline %s (QLIKE %.4f); winner %s (%s); %d folds, %.0f s",
+        evaluation.best_baseline, float(pooled["qlike"].min()), evaluation.winner, evaluation.winner_kind,
+        evaluation.folds, evaluation.seconds,
+    )  # fmt: skip
+    return evaluation
+
+
+@task(name="volatility-register", task_run_name="volatility-register", cache_policy=NONE)
+def volatility_register_task(
+    settings: Settings, training: TrainingSet, evaluation: VolatilityEvaluation
+) -> GateDecision:
+    """Fit the winner on every row, register it as finstream-volatility and gate it against the baseline."""
+    registration = register_volatility(settings, training, evaluation)
+    decision = gate_volatility_version(settings, registration, evaluation.winner_kind)
+    get_run_logger().info(
+        "volatility: %s v%s (%s, %s) — %s",
+        decision.model, decision.version, decision.family, evaluation.winner_kind,
+        "champion" if decision.promote else "challenger",
+    )  # fmt: skip
+    return decision
+
+
+def _check_names(families: Sequence[str], tasks: Sequence[str], volatility_families: Sequence[str]) -> None:
     """Unknown names fail before any work starts, naming what is allowed."""
-    from finstream.models.zoo import FAMILIES
+    from finstream.models.zoo import FAMILIES, family_class
+
+    if "volatility" in tasks:
+        wrong = [f for f in volatility_families if f not in FAMILIES or family_class(f).sequential]
+        if wrong:
+            raise ConfigError(
+                f"train.volatility_families {wrong}: the volatility task takes tabular zoo families"
+            )
 
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise ConfigError(f"unknown model families {unknown}: use any of {', '.join(FAMILIES)}")
     bad = [t for t in tasks if t not in TASKS]
     if bad:
-        raise ConfigError(f"unknown tasks {bad}: use {' or '.join(TASKS)}")
+        raise ConfigError(f"unknown tasks {bad}: use any of {', '.join(TASKS)}")
 
 
 def _evaluate_all(
@@ -219,19 +264,20 @@ def training_flow(families: list[str] | None = None, tasks: list[str] | None = N
     settings = get_settings()
     families = list(families or settings.train.families)
     tasks = list(tasks or settings.train.tasks)
-    _check_names(families, tasks)
+    _check_names(families, tasks, settings.train.volatility_families)
     logger = get_run_logger()
     training = training_set_task(settings)
-    for t in tasks:
+    zoo_tasks = [t for t in tasks if t in ZOO_TASKS]
+    for t in zoo_tasks:
         leakage_task(training, t, settings)
-    runs = {t: runs_task(settings, training, t) for t in tasks}
+    runs = {t: runs_task(settings, training, t) for t in zoo_tasks}
     tunings = {
         (t, f): tune_task(settings, training, t, f)
-        for t in tasks
+        for t in zoo_tasks
         for f in families
         if f in settings.train.tune_families and settings.train.tune_samples > 0
     }
-    pairs = [(t, f) for t in tasks for f in families]
+    pairs = [(t, f) for t in zoo_tasks for f in families]
     candidates: list[CandidateResult] = []
     failures: list[CandidateFailure] = []
     for t, f, state in _evaluate_all(settings, training, runs, pairs, tunings):
@@ -241,20 +287,25 @@ def training_flow(families: list[str] | None = None, tasks: list[str] | None = N
             error = str(state.result(raise_on_failure=False) or "").strip()
             failures.append(CandidateFailure(t, f, error.splitlines()[0] if error else str(state.name)))
             logger.error("%s/%s failed: %s", t, f, failures[-1].error)
-    board = leaderboard_task(settings, candidates, failures)
+    board = leaderboard_task(settings, candidates, failures) if zoo_tasks else None
     decisions: dict[str, GateDecision] = {}
-    for t in tasks:
+    for t in zoo_tasks:
         registration = register_task(settings, training, t, [c for c in candidates if c.task == t])
         if registration is not None:
             decisions[t] = gate_task(settings, registration)
+    volatility = None
+    if "volatility" in tasks:
+        volatility = volatility_evaluate_task(settings, training)
+        decisions["volatility"] = volatility_register_task(settings, training, volatility)
     return TrainingReport(
         training.data_version,
         training.rows,
         candidates,
         failures,
         decisions,
-        board.markdown,
+        board.markdown if board is not None else None,
         round(time.perf_counter() - started, 1),
+        volatility,
     )
 
 

@@ -260,9 +260,9 @@ def json_response(body: BaseModel, status: int = 200) -> Response:
 
 class VaREstimate(BaseModel):
     """Value at risk and expected shortfall of one method at one confidence level, as positive fractions of
-    position value lost over the next bar (simple returns)."""
+    position value lost over the next bar (simple returns); `model` is from the volatility champion."""
 
-    method: Literal["historical", "normal", "student_t", "ewma"]
+    method: Literal["historical", "normal", "student_t", "ewma", "model"]
     level: float
     var: float | None
     es: float | None
@@ -280,6 +280,20 @@ class RiskAlert(BaseModel):
     message: str
 
 
+class VolatilityForecast(BaseModel):
+    """The `finstream-volatility` champion's forecast of the next bar: a baseline (GARCH, GJR-GARCH, HAR,
+    rolling variance) when no zoo candidate beat it, labelled by `kind`."""
+
+    model: str
+    version: str
+    family: str
+    kind: Literal["baseline", "candidate"]
+    gate: str | None = Field(None, description="the promotion gate's reason recorded on the version")
+    variance: float = Field(description="next bar's log-return variance, in squared percent")
+    volatility: float = Field(description="its standard deviation, a fraction (0.01 = 1 %)")
+    annualised: float = Field(description="volatility × sqrt(bars per year)")
+
+
 class RiskSummary(BaseModel):
     """The current risk of one symbol or of a portfolio, at its latest validated bar."""
 
@@ -292,6 +306,7 @@ class RiskSummary(BaseModel):
     drawdown: float | None
     max_drawdown: float | None
     volatility_spike: float | None
+    volatility_forecast: VolatilityForecast | None = None
     alerts: list[RiskAlert]
 
 

@@ -107,7 +107,7 @@ class ServingRuntime:
             models,
             windows,
             history,
-            RiskBook(history, settings.risk),
+            RiskBook(history, settings.risk, models, windows),
             audit,
         )
 

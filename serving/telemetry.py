@@ -82,3 +82,9 @@ RISK_ALERTS = bentoml.metrics.Gauge(
     labelnames=["name", "severity"],
     multiprocess_mode="livemostrecent",
 )
+VOLATILITY_FORECAST = bentoml.metrics.Gauge(
+    name="finstream_volatility_forecast",
+    documentation="the volatility champion's next-bar forecast (fraction), per symbol and model kind",
+    labelnames=["name", "kind"],
+    multiprocess_mode="livemostrecent",
+)

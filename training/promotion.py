@@ -20,6 +20,7 @@ from finstream.models.registry import (
     CHAMPION,
     DM_METRIC,
     FOLDS_METRIC,
+    TAG_KIND,
     alias_version,
     audit_move,
     get_version,
@@ -41,7 +42,13 @@ HIGHER_IS_BETTER: dict[str, float | None] = {
     "auc": 0.5,
     "accuracy": None,
 }
-LOWER_IS_BETTER: dict[str, float | None] = {"mae": None, "rmse": None, "mse": None, "log_loss": None}
+LOWER_IS_BETTER: dict[str, float | None] = {
+    "mae": None,
+    "rmse": None,
+    "mse": None,
+    "log_loss": None,
+    "qlike": None,  # volatility: naive_qlike is the best baseline's
+}
 _EPS = 1e-12  # float slack so an improvement of exactly min_improvement passes
 
 
@@ -235,3 +242,53 @@ def gate_registration(
         decision.promote,
         decision.reason,
     )
+
+
+def gate_volatility(
+    client: MlflowClient, registration: Registration, kind: str, params: PromotionParams
+) -> GateDecision:
+    """The volatility task's gate: its benchmark is the best econometric baseline, not zero.
+
+    A candidate (zoo model) carries QLIKE, `naive_qlike` (the best baseline's) and the DM p-value against
+    that baseline: the ordinary gates with metric QLIKE decide, against the current champion when that is
+    a candidate too, else against the baseline. A baseline is registered only when no candidate beat it:
+    it becomes champion when there is none or the champion is a baseline (a refit on newer data), and
+    challenger when a candidate that passed its gates is champion.
+    """
+    name, version = registration.model, registration.version
+    candidate = get_version(client, name, version)
+    champion = alias_version(client, name, CHAMPION)
+    champion_kind = None if champion is None else (champion.tags or {}).get(TAG_KIND, "candidate")
+    if kind == "candidate":
+        vs_champion = champion if champion_kind == "candidate" else None
+        decision = decide(
+            version_metrics(candidate),
+            version_metrics(vs_champion) if vs_champion is not None else None,
+            params.model_copy(update={"metric": "qlike"}),
+            champion_version=version_of(vs_champion),
+        )
+        promote = decision.promote
+        reason = decision.reason.replace("vs naive", "vs the best baseline").replace("naive", "best baseline")
+    else:
+        metrics = version_metrics(candidate)
+        qlike = metrics.get("qlike", math.nan)
+        promote = champion_kind != "candidate"
+        reason = (
+            f"no candidate beat the best baseline (QLIKE lower and DM p ≤ {params.max_dm_pvalue:g}): "
+            f"{registration.family} (QLIKE {qlike:.4f}) "
+            + (
+                "is served as champion, labelled baseline"
+                if promote
+                else f"stays challenger: v{version_of(champion)}, a candidate that passed its gates, "
+                "is champion"
+            )
+        )
+    if promote:
+        make_champion(client, name, candidate, champion, "promote", reason)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, candidate.version)
+        record_decision(client, name, candidate.version, CHALLENGER, reason)
+        audit_move(client, name, "challenge", candidate.version, None, reason)
+    log.info("%s v%s (%s %s) -> %s: %s", name, version, kind, registration.family,
+             CHAMPION if promote else CHALLENGER, reason)  # fmt: skip
+    return GateDecision(registration.task, name, version, registration.family, promote, reason)

@@ -71,6 +71,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from finstream.config import TrainParams
+from finstream.models.volatility import GK_K, ROLLING_WINDOW, SCALE, VolatilityModel, har_regressors
 from training.dataset import Dataset
 from training.metrics import dm_test
 from training.walk_forward import Fold, _predict_fold, _utc_ns, walk_forward_splits
@@ -82,17 +83,12 @@ PROXIES: tuple[str, ...] = ("sq", "gk")
 #: the baselines, in the order they are reported
 BASELINES: tuple[str, ...] = ("garch", "gjr_garch", "har", "rolling_20")
 DEFAULT_FAMILIES: tuple[str, ...] = ("ridge", "xgboost")
-#: returns in percent, variances in squared percent
-SCALE = 100.0
-ROLLING_WINDOW = 20
-HAR_WEEK, HAR_MONTH = 5, 22
 #: eps of the log target: this quantile of the fold's training proxy
 EPS_QUANTILE = 0.05
 #: every forecast is at least this fraction of the symbol's mean training proxy
 FLOOR_FRACTION = 0.01
 #: fewest training returns a symbol needs in a fold for the GARCH fits
 MIN_TRAIN_ROWS = 100
-GK_K = 2.0 * math.log(2.0) - 1.0
 TABLE_COLUMNS = [
     "scope",
     "model",
@@ -235,10 +231,7 @@ def garch_forecasts(
 
 def har_design(rv: np.ndarray, origins: np.ndarray) -> np.ndarray:
     """HAR regressors at each origin t: 1, RV_t, mean(RV_{t-4..t}), mean(RV_{t-21..t}) (NaN if incomplete)."""
-    s = pd.Series(rv)
-    week = s.rolling(HAR_WEEK, min_periods=HAR_WEEK).mean().to_numpy()
-    month = s.rolling(HAR_MONTH, min_periods=HAR_MONTH).mean().to_numpy()
-    return np.column_stack([np.ones(origins.size), rv[origins], week[origins], month[origins]])
+    return har_regressors(rv)[origins]
 
 
 def har_forecasts(rv: np.ndarray, train_origins: np.ndarray, test_origins: np.ndarray) -> np.ndarray:
@@ -332,6 +325,8 @@ class VolatilityLeaderboard:
     max_dm_pvalue: float
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: VAR_COLUMNS: each model's forecasts as a normal VaR, backtested per symbol and level
+    var_backtests: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=VAR_COLUMNS))
 
     @property
     def models(self) -> list[str]:
@@ -356,6 +351,10 @@ class VolatilityLeaderboard:
             "folds": self.folds,
             "seconds": round(self.seconds, 2),
             "leaderboard": rows,
+            "var_backtests": [
+                {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+                for r in self.var_backtests.to_dict("records")
+            ],
             "notes": self.notes,
         }
 
@@ -388,6 +387,24 @@ class VolatilityLeaderboard:
                     f"{_fmt(r.mz_slope, 2)} | {r.n} | {_fmt(r.dm_stat, 2)} | {_fmt(r.dm_pvalue, 3)} | "
                     f"{'yes' if r.beats_best_baseline else 'no'} |"
                 )
+        if not self.var_backtests.empty:
+            lines += [
+                "",
+                "## VaR backtests of the forecasts",
+                "",
+                "Each forecast as a normal, zero-mean VaR of the next bar's simple return, out of"
+                " sample: exceedances vs expected, Kupiec (coverage) and Christoffersen (independence)"
+                " p-values; pass = neither rejects at 5 %.",
+                "",
+                "| symbol | model | level | n | exceedances | expected | Kupiec p | Christoffersen p | zone "
+                "| verdict |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+            ]
+            lines += [
+                f"| {r.scope} | {r.model} | {r.level:g} | {r.n} | {r.exceedances} | {r.expected:.1f} | "
+                f"{_fmt(r.kupiec_pvalue, 3)} | {_fmt(r.independence_pvalue, 3)} | {r.zone} | {r.verdict} |"
+                for r in self.var_backtests.itertuples(index=False)
+            ]
         lines += ["", *[f"- {n}" for n in self.notes]] if self.notes else []
         return "\n".join(lines) + "\n"
 
@@ -533,6 +550,41 @@ def leaderboard_table(
     return table.sort_values(["_scope", "qlike"], kind="stable").drop(columns="_scope").reset_index(drop=True)
 
 
+VAR_COLUMNS = [
+    "scope", "model", "level", "n", "exceedances", "expected", "kupiec_pvalue", "independence_pvalue",
+    "zone", "verdict",
+]  # fmt: skip
+
+
+def var_backtest_table(
+    forecasts: pd.DataFrame, models: Sequence[str], levels: Sequence[float], significance: float = 0.05
+) -> pd.DataFrame:
+    """Each model's out-of-sample forecasts as a normal, zero-mean VaR of the next bar's simple return, per
+    symbol and level: exceedances, Kupiec (coverage) and Christoffersen (independence) p-values, Basel zone;
+    `verdict` is "pass" when neither test rejects at `significance` (the risk report's convention)."""
+    from finstream.risk.backtests import backtest_var
+    from finstream.risk.measures import model_var_es
+
+    rows: list[dict[str, Any]] = []
+    for sym, frame in forecasts.groupby("symbol", sort=True):
+        loss = -np.expm1(frame["r_next"].to_numpy(dtype="float64") / SCALE)
+        for m in models:
+            sigma = np.sqrt(frame[m].to_numpy(dtype="float64")) / SCALE
+            var, _ = model_var_es(sigma, levels)
+            for i, level in enumerate(levels):
+                bt = backtest_var(loss, var[:, i], level, method=m)
+                ok = bt.kupiec.pvalue > significance and bt.independence.pvalue > significance
+                rows.append(
+                    {
+                        "scope": str(sym), "model": m, "level": level, "n": bt.observations,
+                        "exceedances": bt.exceedances, "expected": bt.expected,
+                        "kupiec_pvalue": bt.kupiec.pvalue, "independence_pvalue": bt.independence.pvalue,
+                        "zone": bt.zone, "verdict": "pass" if ok else "fail",
+                    }
+                )  # fmt: skip
+    return pd.DataFrame(rows, columns=VAR_COLUMNS)
+
+
 def evaluate_volatility(
     dataset: Dataset,
     bars: pd.DataFrame,
@@ -541,6 +593,7 @@ def evaluate_volatility(
     proxy: Proxy = "sq",
     max_dm_pvalue: float = 0.10,
     family_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    var_levels: Sequence[float] = (0.95, 0.99),
 ) -> VolatilityLeaderboard:
     """Walk-forward variance forecasts of the baselines and `families`, and their leaderboard.
 
@@ -557,6 +610,7 @@ def evaluate_volatility(
     t0 = time.perf_counter()
     forecasts, folds = volatility_forecasts(dataset, bars, params, families, proxy, family_overrides)
     table = leaderboard_table(forecasts, BASELINES, families, max_dm_pvalue)
+    var_table = var_backtest_table(forecasts, [*BASELINES, *families], var_levels)
     notes = []
     if dataset.horizon != 1:
         notes.append(f"the dataset's horizon is {dataset.horizon}: the target is still the next bar")
@@ -572,6 +626,7 @@ def evaluate_volatility(
         max_dm_pvalue=max_dm_pvalue,
         seconds=time.perf_counter() - t0,
         notes=notes,
+        var_backtests=var_table,
     )
     pooled = board.scope("pooled")
     log.info(
@@ -580,3 +635,85 @@ def evaluate_volatility(
         pooled["qlike"].iloc[0], board.seconds,
     )  # fmt: skip
     return board
+
+
+# ------------------------------------------------------------------------------------- final model
+
+
+def fit_volatility_model(
+    method: str,
+    dataset: Dataset,
+    bars: pd.DataFrame,
+    params: TrainParams,
+    proxy: Proxy = "sq",
+    family_overrides: Mapping[str, Any] | None = None,
+) -> VolatilityModel:
+    """`method` (a baseline, or a tabular zoo family) fitted on every row of `dataset`, as served.
+
+    The same fits as one walk-forward fold whose training rows are all rows: GARCH/GJR on each symbol's
+    returns that are targets of its rows, HAR by OLS on its rows, a zoo family pooled on log(proxy + eps)
+    with the per-symbol scale c_s; the floor is FLOOR_FRACTION of each symbol's mean proxy.
+    """
+    from finstream.models.volatility import BASELINE_METHODS, SymbolFit
+
+    series = symbol_bars(bars, proxy)
+    pos = bar_positions(dataset, series)
+    symbol = dataset.X["symbol"].to_numpy()
+    y = np.empty(len(pos))
+    for sym in np.unique(symbol):
+        rows = symbol == sym
+        y[rows] = series[sym].proxy[pos[rows] + 1]
+    fits: dict[str, SymbolFit] = {}
+    forecaster = None
+    if method in BASELINE_METHODS:
+        kind = "baseline"
+        for sym in np.unique(symbol):
+            s, origins = series[sym], pos[symbol == sym]
+            coef: dict[str, float] = {}
+            if method in ("garch", "gjr_garch"):
+                fit = slice(int(origins.min()) + 1, int(origins.max()) + 2)
+                _, res = garch_forecasts(s.returns, fit, origins[-1:], gjr=method == "gjr_garch")
+                p = res.params
+                coef = {
+                    "omega": float(p["omega"]),
+                    "alpha": float(p["alpha[1]"]),
+                    "gamma": float(p["gamma[1]"]) if "gamma[1]" in p else 0.0,
+                    "beta": float(p["beta[1]"]),
+                }
+            elif method == "har":
+                A, target = har_design(s.proxy, origins), s.proxy[origins + 1]
+                ok = np.isfinite(A).all(axis=1) & np.isfinite(target)
+                beta, *_ = np.linalg.lstsq(A[ok], target[ok], rcond=None)
+                coef = dict(zip(("b0", "b_day", "b_week", "b_month"), map(float, beta), strict=True))
+            fits[str(sym)] = SymbolFit(floor=FLOOR_FRACTION * float(y[symbol == sym].mean()), coef=coef)
+    else:
+        from finstream.models.inputs import with_symbol_columns
+        from finstream.models.zoo import make_model
+
+        kind = "candidate"
+        overrides = dict(family_overrides or {})
+        forecaster = make_model(method, "regression", **{**family_params(params, method), **overrides})
+        if forecaster.sequential:
+            raise ValueError(f"{method} is a sequence model: the volatility task takes tabular families")
+        X = with_symbol_columns(dataset.X).reset_index(drop=True)
+        eps = float(np.quantile(y, EPS_QUANTILE))
+        if eps <= 0.0:
+            eps = float(np.min(y[y > 0.0]))
+        forecaster.fit(X, pd.Series(np.log(y + eps)))
+        fitted = np.exp(np.asarray(forecaster.predict(X), dtype="float64"))
+        for sym in np.unique(symbol):
+            rows = symbol == sym
+            fits[str(sym)] = SymbolFit(
+                floor=FLOOR_FRACTION * float(y[rows].mean()),
+                scale=float(y[rows].mean() / fitted[rows].mean()),
+                eps=eps,
+            )
+    return VolatilityModel(
+        method=method,
+        kind=kind,  # type: ignore[arg-type]
+        proxy=proxy,
+        interval=str(bars["interval"].iloc[0]) if "interval" in bars.columns else params.interval,
+        symbols=fits,
+        forecaster=forecaster,
+        metadata={"rows": len(y), "symbols": sorted(fits)},
+    )

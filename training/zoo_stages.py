@@ -117,6 +117,7 @@ class TrainingReport:
     decisions: dict[str, GateDecision]
     leaderboard_path: Path | None
     seconds: float
+    volatility: Any = None  # training.volatility_stages.VolatilityEvaluation, when the task ran
 
     def leaderboard(self) -> pd.DataFrame:
         return candidate_table(self.candidates)

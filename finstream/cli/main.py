@@ -35,7 +35,7 @@ app = make_app(
 )
 
 #: the tasks `finstream train --tasks` accepts (finstream.models.zoo's Task, without importing the zoo)
-TASKS = ("regression", "classification")
+TASKS = ("regression", "classification", "volatility")
 
 
 def iso_date(value: str) -> date:
@@ -77,10 +77,10 @@ def check_bar_time(value: str) -> str:
 
 
 def check_tasks(value: str | None) -> str | None:
-    """Reject tasks other than regression and classification (a usage error, exit 2)."""
+    """Reject tasks other than regression, classification and volatility (a usage error, exit 2)."""
     unknown = sorted(set(split_names(value) or []) - set(TASKS))
     if unknown:
-        raise typer.BadParameter(f"unknown task(s) {unknown}: use regression and/or classification")
+        raise typer.BadParameter(f"unknown task(s) {unknown}: use any of {', '.join(TASKS)}")
     return value
 
 
@@ -121,7 +121,9 @@ FamiliesOpt = Annotated[
 ]
 TasksOpt = Annotated[
     str | None,
-    typer.Option("--tasks", callback=check_tasks, help="regression, classification, or both (default)."),
+    typer.Option(
+        "--tasks", callback=check_tasks, help="regression, classification, volatility (default: train.tasks)."
+    ),
 ]
 
 
@@ -313,16 +315,33 @@ def train(
 
         flow_fn = retrain_flow if refresh_data else training_flow
         report = flow_fn(families=fams, tasks=tsks)
-    console.print(leaderboard_table(report.leaderboard()))
+    if not report.leaderboard().empty or report.volatility is None:
+        console.print(leaderboard_table(report.leaderboard()))
+    if report.volatility is not None:
+        from finstream.cli.risk import volatility_view
+
+        vol = report.volatility
+        console.print(
+            volatility_view(
+                vol.table,
+                settings.train.volatility_proxy,
+                settings.promotion.max_dm_pvalue,
+                scopes=["pooled"],
+            )
+        )
+        console.print(f"volatility leaderboard per symbol: {vol.markdown}")
     for task_name, d in report.decisions.items():
         role = "[bold green]champion[/]" if d.promote else "[yellow]challenger[/]"
         console.print(f"{task_name}: {d.model} v{d.version} ({d.family}) → {role}: {escape(d.reason)}")
     for failure in report.failures:
         console.print(f"[bold red]failed[/] {failure.task}/{failure.family}: {escape(failure.error)}")
+    what = [f"{len(report.candidates)} candidates"] if report.candidates or report.failures else []
+    if report.volatility is not None:
+        what.append(f"{report.volatility.table['model'].nunique()} volatility models")
+    board = f"; leaderboard: {report.leaderboard_path}" if report.leaderboard_path else ""
     console.print(
-        f"trained {len(report.candidates)} candidates on {report.rows} rows "
-        f"(data {report.data_version[:10]}) in {time.perf_counter() - t0:.0f} s"
-        f" — MLflow: {settings.tracking_uri}; leaderboard: {report.leaderboard_path}"
+        f"trained {' and '.join(what)} on {report.rows} rows (data {report.data_version[:10]}) in "
+        f"{time.perf_counter() - t0:.0f} s — MLflow: {settings.tracking_uri}{board}"
     )
 
 

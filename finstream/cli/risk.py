@@ -352,14 +352,16 @@ def volatility_command(
         payload["files"] = {"markdown": str(md)}
         typer.echo(json.dumps(payload, indent=2, allow_nan=False, default=str))
         return
-    console.print(volatility_view(board))
+    console.print(volatility_view(board.table, board.proxy, board.max_dm_pvalue, board.notes))
     console.print(
         f"data {version[:10]}, {len(board.forecasts)} test rows in {board.seconds:.1f} s — written {md}"
     )
 
 
-def volatility_view(board: Any) -> Group:
-    """Rich tables of a training.volatility.VolatilityLeaderboard: one per scope (pooled, each symbol)."""
+def volatility_view(
+    table: Any, proxy: str, max_dm_pvalue: float, notes: Any = (), scopes: Any = None
+) -> Group:
+    """Rich tables of a volatility leaderboard (training.volatility.TABLE_COLUMNS): one per scope."""
     from rich import box
     from rich.console import Group
     from rich.table import Table
@@ -368,11 +370,11 @@ def volatility_view(board: Any) -> Group:
         return "-" if not math.isfinite(float(value)) else f"{float(value):.{digits}f}"
 
     parts: list[Any] = []
-    for scope in board.table["scope"].unique():
-        frame = board.scope(scope)
+    for scope in scopes if scopes is not None else table["scope"].unique():
+        frame = table[table["scope"] == scope].reset_index(drop=True)
         best = frame["best_baseline"].iloc[0]
         t = Table(
-            title=f"[bold]{escape(str(scope))}[/] next-bar variance ({board.proxy} proxy, %²), "
+            title=f"[bold]{escape(str(scope))}[/] next-bar variance ({proxy} proxy, %²), "
             f"best baseline {best}",
             title_justify="left",
             box=box.SIMPLE_HEAD,
@@ -399,7 +401,7 @@ def volatility_view(board: Any) -> Group:
         parts.append(t)
     parts.append(
         "[dim]base = baseline, cand = zoo candidate; QLIKE = log f + y/f, MSE = (y − f)²; MZ b = slope of y"
-        f" on f; DM: one-sided vs the best baseline; beats = lower QLIKE, DM p ≤ {board.max_dm_pvalue:g}[/]"
+        f" on f; DM: one-sided vs the best baseline; beats = lower QLIKE, DM p ≤ {max_dm_pvalue:g}[/]"
     )
-    parts += [f"note: {escape(n)}" for n in board.notes]
+    parts += [f"note: {escape(n)}" for n in notes]
     return Group(*parts)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 RETURN_TASK = "regression"
 DIRECTION_TASK = "classification"
+VOLATILITY_TASK = "volatility"
 AGENT_TASK = "agent"
 AB_TAG = "finstream.serving.ab"
 ABMode = Literal["off", "split", "shadow"]
@@ -153,6 +154,43 @@ def load_version(client: Any, name: str, version: str) -> LoadedModel:
         window=window,
         interval=mv.tags.get("interval") or "1d",
     )
+
+
+@dataclass(frozen=True)
+class LoadedVolatility:
+    """A `finstream-volatility` version ready to forecast: a baseline (GARCH, HAR, …) or a zoo candidate."""
+
+    name: str
+    version: str
+    model: Any = field(repr=False)  # finstream.models.volatility.VolatilityModel
+    loaded_at: float
+    reason: str | None = None  # the gate's reason recorded on the version
+
+    @property
+    def task(self) -> str:
+        return VOLATILITY_TASK
+
+    @property
+    def family(self) -> str:
+        return str(self.model.method)
+
+    @property
+    def kind(self) -> str:
+        return str(self.model.kind)
+
+    @property
+    def interval(self) -> str:
+        return str(self.model.interval)
+
+
+def load_volatility_version(client: Any, name: str, version: str) -> LoadedVolatility:
+    """Load `name` version `version` (logged by `finstream.models.pyfunc.log_volatility_model`)."""
+    from finstream.models.pyfunc import load_forecaster, unwrap_volatility_model
+    from finstream.models.registry import TAG_REASON
+
+    mv = client.get_model_version(name, version)
+    model = unwrap_volatility_model(load_forecaster(f"models:/{name}/{version}"))
+    return LoadedVolatility(name, str(version), model, time.time(), (mv.tags or {}).get(TAG_REASON))
 
 
 class ChampionModels:
@@ -276,7 +314,10 @@ class ChampionModels:
             from finstream.models.agent import load_agent
 
             return load_agent(self._registry(), name, version)
-        loaded = load_version(self._registry(), name, version)
+        if task == VOLATILITY_TASK:
+            loaded: Any = load_volatility_version(self._registry(), name, version)
+        else:
+            loaded = load_version(self._registry(), name, version)
         served = self.settings.train.interval
         if loaded.interval != served:
             raise FinstreamError(

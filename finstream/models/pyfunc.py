@@ -20,6 +20,7 @@ from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PyFuncModel, PythonModel, PythonModelContext
 
+from finstream.models.volatility import VolatilityModel, load_volatility_model, predict_frame
 from finstream.models.zoo import Forecaster, load_model
 from finstream.models.zoo.storage import META_FILE, installed_version
 
@@ -93,3 +94,48 @@ def unwrap_forecaster(model: PyFuncModel) -> Forecaster:
     if not isinstance(inner, ForecasterModel):
         raise TypeError("this pyfunc model was not logged by log_forecaster")
     return inner.forecaster
+
+
+# ------------------------------------------------------------------------------------------ volatility
+
+VOLATILITY_ARTIFACT = "volatility"
+
+
+class VolatilityPyfunc(PythonModel):
+    """Loads the saved VolatilityModel; predicts each row's next-bar variance from the bars per symbol."""
+
+    def load_context(self, context: PythonModelContext) -> None:
+        self.model = load_volatility_model(Path(context.artifacts[VOLATILITY_ARTIFACT]))
+
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        return predict_frame(self.model, model_input)
+
+
+def log_volatility_model(model: VolatilityModel, example: pd.DataFrame, name: str = "model") -> ModelInfo:
+    """Log a fitted VolatilityModel into the active MLflow run as a pyfunc (input: bars per symbol)."""
+    if mlflow.active_run() is None:
+        raise RuntimeError("log_volatility_model logs into the active run: call it inside mlflow.start_run()")
+    signature = infer_signature(example, predict_frame(model, example))
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = model.save(Path(tmp) / VOLATILITY_ARTIFACT)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=VolatilityPyfunc(),
+            artifacts={VOLATILITY_ARTIFACT: str(saved)},
+            signature=signature,
+            input_example=example.head(EXAMPLE_ROWS),
+            pip_requirements=pip_requirements(saved),
+            metadata={"method": model.method, "kind": model.kind, "task": "volatility"},
+        )
+    log.info("logged volatility model %s as %s", model.label, info.model_uri)
+    return info
+
+
+def unwrap_volatility_model(model: PyFuncModel) -> VolatilityModel:
+    """The VolatilityModel inside a pyfunc model logged by `log_volatility_model`."""
+    inner = model.unwrap_python_model()
+    if not isinstance(inner, VolatilityPyfunc):
+        raise TypeError("this pyfunc model was not logged by log_volatility_model")
+    return inner.model

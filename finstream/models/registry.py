@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 REGISTERED_MODELS: dict[str, str] = {
     "regression": "finstream-return",
     "classification": "finstream-direction",
+    "volatility": "finstream-volatility",
 }
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -41,6 +42,7 @@ TAG_DECISION = "promotion.decision"
 TAG_REASON = "promotion.reason"
 TAG_DECIDED_AT = "promotion.decided_at"
 TAG_PREVIOUS = "previous_champion"
+TAG_KIND = "kind"  # volatility versions: "baseline" (GARCH, HAR, …) or "candidate" (a zoo model)
 TAG_AUDIT = "promotion.audit"  # on the registered model: JSON list of the latest alias moves
 AUDIT_MAX_CHARS = 4000  # registered-model tag values are VARCHAR(5000) in MLflow's SQL schema
 AUDIT_REASON_CHARS = 160

@@ -1,5 +1,6 @@
-"""Risk (viewer key): GET /risk, the current VaR / ES per method and level, volatility, drawdown and the
-active alerts per symbol; POST /risk/portfolio, the same for a portfolio given by weights (422 naming what
+"""Risk (viewer key): GET /risk, the current VaR / ES per method and level (with the model-based method
+from the `finstream-volatility` champion), its volatility forecast, drawdown and the active alerts per
+symbol; POST /risk/portfolio, the same for a portfolio given by weights (422 naming what
 is wrong with them). Computed from the validated bars the service holds, by `finstream.risk`."""
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from serving.payloads import (
     RiskResponse,
     RiskSummary,
     VaREstimate,
+    VolatilityForecast,
     json_response,
 )
 from serving.risk_book import RiskView
 from serving.routes.access import ViewerKey
 from serving.routes.market import QueryError, split_symbols
 from serving.runtime import Runtime
-from serving.telemetry import RISK_ALERTS, RISK_VAR
+from serving.telemetry import RISK_ALERTS, RISK_VAR, VOLATILITY_FORECAST
 
 router = APIRouter()
 
@@ -67,6 +69,10 @@ def _summary(view: RiskView, runtime: Runtime) -> RiskSummary:
         counts[alert.severity] += 1
     for severity, n in counts.items():
         RISK_ALERTS.labels(name=view.name, severity=severity).set(n)
+    forecast = None
+    if view.forecast is not None:
+        forecast = VolatilityForecast.model_validate(view.forecast)
+        VOLATILITY_FORECAST.labels(name=view.name, kind=forecast.kind).set(forecast.volatility)
     return RiskSummary(
         name=view.name,
         as_of=view.as_of.to_pydatetime(),
@@ -77,6 +83,7 @@ def _summary(view: RiskView, runtime: Runtime) -> RiskSummary:
         drawdown=_value(view, "drawdown"),
         max_drawdown=_value(view, "max_drawdown"),
         volatility_spike=_value(view, "vol_spike"),
+        volatility_forecast=forecast,
         alerts=[RiskAlert.model_validate(a.to_dict()) for a in view.alerts],
     )
 

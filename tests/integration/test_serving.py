@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -50,6 +51,7 @@ FAST = {
     "FINSTREAM_TRAIN__MIN_TRAIN_YEARS": "4",
     "FINSTREAM_TRAIN__TUNE_SAMPLES": "0",
     "FINSTREAM_TRAIN__WORKERS": "1",
+    "FINSTREAM_TRAIN__VOLATILITY_FAMILIES": '["ridge"]',
 }
 STARTUP_S = 90
 AGENT_MODEL = "finstream-agent"
@@ -169,6 +171,7 @@ class Served:
     redis_proxy: TcpProxy
     lstm_version: str  # a registered finstream-return version of the lstm family (a sequence model)
     agent_version: str  # the finstream-agent champion
+    volatility: Any  # the training flow's GateDecision for finstream-volatility
 
 
 def _free_port() -> int:
@@ -215,8 +218,9 @@ def _wait_up(server: Server, path: str) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterator[Served]:
     """CSI 300 + S&P 500 2008-2018 features in Feast's Redis online store (reached through a proxy the tests
-    can cut), ridge champions v1, an lstm return model (registered, not champion), a PPO agent champion
-    (1 iteration on CSI 300), and two servers: one on that registry, one on an empty registry."""
+    can cut), ridge champions v1, a finstream-volatility champion (the training flow's volatility task: the
+    baselines vs ridge), an lstm return model (registered, not champion), a PPO agent champion (1 iteration
+    on CSI 300), and two servers: one on that registry, one on an empty registry."""
     from finstream import featurestore
     from finstream.models.registry import champion_version, promote
     from finstream.models.tracking import configure_mlflow
@@ -242,7 +246,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterat
         validate_stage(settings)
         features_stage(settings)
         materialize_stage(settings)
-        training_flow(families=["ridge"], tasks=["regression", "classification"])
+        trained = training_flow(families=["ridge"], tasks=["regression", "classification", "volatility"])
         lstm = training_flow(families=["lstm"], tasks=["regression"])
         report = rl_training_flow(algo="ppo", iterations=1)
         client = configure_mlflow(settings)
@@ -270,7 +274,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, prefect_api: str) -> Iterat
             _wait_up(main, "/ready")
             _wait_up(no_champion, "/health")
             _wait_up(multi, "/ready")
-            yield Served(settings, main, no_champion, multi, proxy, lstm_version, str(report.version))
+            yield Served(
+                settings, main, no_champion, multi, proxy, lstm_version, str(report.version),
+                trained.decisions["volatility"],
+            )  # fmt: skip
         finally:
             main.stop()
             no_champion.stop()
@@ -306,7 +313,12 @@ def test_health_ready_and_metrics(served: Served) -> None:
         assert ready.json() == {
             "status": "ready",
             "online_store": "redis",
-            "models": {RETURN_MODEL: "1", DIRECTION_MODEL: "1", AGENT_MODEL: served.agent_version},
+            "models": {
+                RETURN_MODEL: "1",
+                DIRECTION_MODEL: "1",
+                "finstream-volatility": served.volatility.version,
+                AGENT_MODEL: served.agent_version,
+            },
         }
         assert http.post("/predict", json={"symbols": ["^GSPC"]}).status_code == 200
         assert http.post("/predict", json={"symbols": ["NOPE.XX"]}).status_code == 404
@@ -443,6 +455,7 @@ def test_auth_roles(served: Served) -> None:
         assert reload.json()["models"] == {
             RETURN_MODEL: "1",
             DIRECTION_MODEL: "1",
+            "finstream-volatility": served.volatility.version,
             AGENT_MODEL: served.agent_version,
         }
         assert admin.post("/predict", json=body).status_code == 200
@@ -804,11 +817,66 @@ def test_risk_per_symbol_and_portfolio(served: Served) -> None:
         assert pd.Timestamp(summary["as_of"]) == bars.loc[bars["symbol"] == summary["name"], "ts"].max()
         methods = {(e["method"], e["level"]) for e in summary["var"]}
         assert methods == {
-            (m, lv) for m in ("historical", "normal", "student_t", "ewma") for lv in (0.95, 0.99)
-        }
+            (m, lv) for m in ("historical", "normal", "student_t", "ewma", "model") for lv in (0.95, 0.99)
+        }  # "model": the volatility champion's (test_risk_serves_the_volatility_champion_...)
         assert all(0 < e["var"] <= e["es"] < 0.2 for e in summary["var"])
     assert good.status_code == 200 and good.json()["risk"]["name"] == "portfolio"
     assert unbalanced.status_code == 422 and "sum to 1.1" in unbalanced.json()["detail"]
     assert unknown.status_code == 422 and "unknown symbols ['NOPE']" in unknown.json()["detail"]
     assert short.status_code == 422 and "shorting is not allowed" in short.json()["detail"]
     assert 'finstream_risk_var{level="0.99",method="historical",name="^GSPC"}' in metrics
+
+
+def test_risk_serves_the_volatility_champion_and_its_model_var(served: Served) -> None:
+    """The training flow's volatility task registered and gated a champion with no manual step; /risk
+    serves its next-bar forecast (labelled baseline or candidate) and the model-based VaR / ES from it.
+    A GARCH-family or rolling baseline is checked against `arch` / numpy on the bars the service used."""
+    from arch import arch_model
+    from scipy.stats import norm
+
+    from finstream.models.tracking import configure_mlflow
+
+    decision = served.volatility
+    assert decision.model == "finstream-volatility" and decision.promote, decision.reason
+    with _client(served.main, "viewer-key") as http:
+        body = http.get("/risk", params={"symbols": ",".join(SYMBOLS)}).json()
+        metrics = http.get("/metrics").text
+    bars = BarTable(served.settings.paths.validated_bars).read()
+    client = configure_mlflow(served.settings)
+    mv = client.get_model_version("finstream-volatility", decision.version)
+    model = _volatility_model(decision.version)
+    for summary in body["risk"]:
+        forecast = summary["volatility_forecast"]
+        assert forecast is not None, summary
+        assert forecast["model"] == "finstream-volatility" and forecast["version"] == decision.version
+        assert forecast["family"] == decision.family and forecast["kind"] == mv.tags["kind"]
+        assert forecast["gate"] == decision.reason
+        model_var = {e["level"]: e for e in summary["var"] if e["method"] == "model"}
+        sigma = forecast["volatility"]
+        assert model_var[0.99]["var"] == pytest.approx(sigma * norm.ppf(0.99), rel=1e-9)
+        assert model_var[0.95]["es"] == pytest.approx(sigma * norm.pdf(norm.ppf(0.95)) / 0.05, rel=1e-9)
+        closes = bars[bars["symbol"] == summary["name"]].sort_values("ts")["close"].to_numpy()
+        r = 100.0 * np.diff(np.log(closes[-summary["bars"] :]))
+        if decision.family in ("garch", "gjr_garch"):
+            coef = model.symbols[summary["name"]].coef
+            o = int(decision.family == "gjr_garch")
+            names = ["omega", "alpha", "gamma", "beta"] if o else ["omega", "alpha", "beta"]
+            params = pd.Series({n if n == "omega" else f"{n}[1]": coef[n] for n in names})
+            fixed = arch_model(r, mean="Zero", vol="GARCH", p=1, o=o, q=1, rescale=False).fix(params)
+            expected = fixed.forecast(start=len(r) - 1, horizon=1, reindex=False).variance["h.1"].iloc[-1]
+            assert forecast["variance"] == pytest.approx(expected, rel=1e-9)
+        elif decision.family == "rolling_20":
+            assert forecast["variance"] == pytest.approx(float(np.mean(r[-20:] ** 2)), rel=1e-9)
+        assert 0.0 < sigma < 0.1
+        gauge = f'finstream_volatility_forecast{{kind="{forecast["kind"]}",name="{summary["name"]}"}}'
+        assert gauge in metrics
+    print(f"volatility champion: {decision.family} v{decision.version}: {decision.reason}")
+
+
+def _volatility_model(version: str) -> Any:
+    """The VolatilityModel of a registered finstream-volatility version, loaded through MLflow."""
+    import mlflow
+
+    from finstream.models.pyfunc import unwrap_volatility_model
+
+    return unwrap_volatility_model(mlflow.pyfunc.load_model(f"models:/finstream-volatility/{version}"))

@@ -94,8 +94,8 @@ def test_bad_input_gives_one_error_line(settings: Settings, args: list[str], mes
         ),
         (
             ["train", "--tasks", "forecasting"],
-            "Invalid value for '--tasks': unknown task(s) ['forecasting']: use regression and/or"
-            " classification",
+            "Invalid value for '--tasks': unknown task(s) ['forecasting']: use any of regression,"
+            " classification, volatility",
         ),
         (
             ["ingest", "--resample", "2h"],

@@ -82,3 +82,44 @@ def test_a_new_version_of_the_bars_is_recomputed(validated: Settings) -> None:
         assert again is not first and again.as_of == pd.Timestamp(bars["ts"].iloc[-2])
     finally:
         table.write_partition(part, bars)
+
+
+class _Champions:
+    """The one lookup RiskBook makes of ChampionModels: the volatility champion."""
+
+    def __init__(self, loaded: object) -> None:
+        self.loaded = loaded
+
+    def get(self, task: str, alias: str = "champion") -> object | None:
+        return self.loaded if task == "volatility" else None
+
+
+def test_the_volatility_champion_gives_the_forecast_and_the_model_var(validated: Settings) -> None:
+    """A rolling-variance baseline served as the volatility champion: its forecast is the mean of the last 20
+    squared percent log returns, and the model method's VaR / ES are the normal ones at that volatility."""
+    import math
+    import time
+
+    import numpy as np
+    from scipy.stats import norm
+
+    from finstream.models.champions import LoadedVolatility
+    from finstream.models.volatility import SymbolFit, VolatilityModel
+
+    model = VolatilityModel(
+        "rolling_20", "baseline", "sq", "1d", {s: SymbolFit(floor=1e-6) for s in ("000300.SH", "^GSPC")}
+    )
+    loaded = LoadedVolatility("finstream-volatility", "3", model, time.time(), "no candidate beat it")
+    params = RiskParams()
+    book = RiskBook(BarHistory(validated), params, _Champions(loaded))  # type: ignore[arg-type]
+    view = book.symbol("^GSPC")
+    bars = BarTable(validated.paths.validated_bars).read(symbols=["^GSPC"])
+    r = 100 * np.diff(np.log(bars["close"].to_numpy()))
+    variance = float(np.mean(r[-20:] ** 2))
+    assert view.forecast is not None
+    assert view.forecast["variance"] == pytest.approx(variance, rel=1e-12)
+    assert view.forecast["kind"] == "baseline" and view.forecast["version"] == "3"
+    assert view.forecast["annualised"] == pytest.approx(math.sqrt(variance) / 100 * math.sqrt(252))
+    sigma = math.sqrt(variance) / 100
+    assert view.values[var_column("model", 0.99)] == pytest.approx(sigma * norm.ppf(0.99), rel=1e-12)
+    assert [e["method"] for e in view.var(params)].count("model") == len(params.levels)

@@ -29,6 +29,7 @@ from training.volatility import (
     TABLE_COLUMNS,
     VolatilityLeaderboard,
     evaluate_volatility,
+    fit_volatility_model,
     qlike,
     squared_error,
 )
@@ -303,3 +304,122 @@ def test_cli_prints_and_writes_the_leaderboard(
     shown = runner.invoke(app, ["risk", "volatility", "-f", "ridge", "--proxy", "gk"])
     assert shown.exit_code == 0, shown.output
     assert "pooled" in shown.output and "rolling_20" in shown.output and "best baseline" in shown.output
+
+
+# ------------------------------------------------------------------------------ the served model
+
+
+def rows_of(dataset: Dataset, idx: np.ndarray) -> Dataset:
+    """The dataset restricted to rows `idx`."""
+
+    def take(s: pd.Series) -> pd.Series:
+        return s.iloc[idx].reset_index(drop=True)
+
+    return Dataset(
+        dataset.X.iloc[idx].reset_index(drop=True),
+        take(dataset.y_return),
+        take(dataset.y_direction),
+        take(dataset.event_time),
+        take(dataset.label_time),
+        dataset.horizon,
+    )
+
+
+@pytest.mark.parametrize("method", [*BASELINES, "ridge"])
+def test_the_served_model_fitted_on_a_folds_rows_gives_the_evaluated_forecasts(
+    board: VolatilityLeaderboard, dataset: Dataset, bars: pd.DataFrame, method: str
+) -> None:
+    """fit_volatility_model on fold 1's training rows, then VolatilityModel.variance_path over the bars (the
+    served path: filters and HAR from the bars alone, ridge from the feature rows) reproduces the
+    walk-forward forecasts of that fold's test rows, for both symbols: what is served is what was judged."""
+    from finstream.models.inputs import with_symbol_columns
+
+    fold = walk_forward_splits(
+        dataset.event_time, dataset.label_time, PARAMS.folds, PARAMS.test_years, PARAMS.min_train_years
+    )[1]
+    model = fit_volatility_model(method, rows_of(dataset, fold.train_idx), bars, PARAMS)
+    assert model.kind == ("candidate" if method == "ridge" else "baseline")
+    X = with_symbol_columns(dataset.X)
+    for symbol in SYMBOLS:
+        train, test = symbol_fold_rows(dataset, 1, symbol)
+        b = bars[bars["symbol"] == symbol].sort_values("ts").reset_index(drop=True)
+        first = b.index[b["ts"] == dataset.event_time.iloc[train[0]]][0]  # the bar before the first target
+        last = b.index[b["ts"] == dataset.event_time.iloc[test[-1]]][0]
+        window = b.iloc[first : last + 1].reset_index(drop=True)
+        features = None
+        if model.needs_features:
+            rows = X.iloc[np.concatenate([train, test])]
+            features = pd.DataFrame(
+                rows[model.feature_names].to_numpy(),
+                index=pd.DatetimeIndex(dataset.event_time.iloc[np.concatenate([train, test])]),
+                columns=model.feature_names,
+            ).reindex(pd.DatetimeIndex(window["ts"]))
+        path = model.variance_path(symbol, window, features)
+        at = pd.DatetimeIndex(window["ts"]).get_indexer(pd.DatetimeIndex(dataset.event_time.iloc[test]))
+        expected = board_rows(board, symbol, dataset.event_time.iloc[test])[method].to_numpy()
+        np.testing.assert_allclose(path[at], expected, rtol=1e-9)
+
+
+def test_garch_path_is_archs_filter_on_any_window(bars: pd.DataFrame) -> None:
+    """The served GJR filter on the last 600 bars equals arch's fixed-parameter forecast on them."""
+    from finstream.models.volatility import garch_path
+
+    r = pct_returns(bars, "000300.SH").to_numpy()[-600:]
+    spec = {"mean": "Zero", "vol": "GARCH", "p": 1, "o": 1, "q": 1, "rescale": False}
+    res = arch_model(r[:400], **spec).fit(disp="off", show_warning=False)
+    coef = {k: float(res.params[f"{k}[1]"]) for k in ("alpha", "gamma", "beta")}
+    coef["omega"] = float(res.params["omega"])
+    expected = arch_model(r, **spec).fix(res.params).forecast(start=0, horizon=1, reindex=False)
+    np.testing.assert_allclose(garch_path(r, coef), expected.variance["h.1"].to_numpy(), rtol=1e-10)
+
+
+def test_volatility_model_round_trips_through_mlflow_pyfunc(
+    dataset: Dataset, bars: pd.DataFrame, tmp_path: Path
+) -> None:
+    """log_volatility_model → mlflow.pyfunc.load_model: the loaded model predicts what the fitted one does
+    (bars of two symbols in one frame, one forecast per bar), and unwraps to the same VolatilityModel."""
+    import mlflow
+
+    from finstream.models.pyfunc import log_volatility_model, unwrap_volatility_model
+
+    model = fit_volatility_model("gjr_garch", dataset, bars, PARAMS)
+    frame = (
+        bars.sort_values(["symbol", "ts"])
+        .groupby("symbol")
+        .tail(300)[["symbol", "open", "high", "low", "close"]]
+    ).reset_index(drop=True)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("vol-roundtrip")
+    with mlflow.start_run():
+        info = log_volatility_model(model, frame)
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    got = np.asarray(loaded.predict(frame))
+    for symbol in SYMBOLS:
+        rows = (frame["symbol"] == symbol).to_numpy()
+        np.testing.assert_allclose(got[rows], model.variance_path(symbol, frame[rows]), rtol=1e-12)
+    inner = unwrap_volatility_model(loaded)
+    assert inner.method == "gjr_garch" and inner.kind == "baseline" and inner.symbols == model.symbols
+    with pytest.raises(KeyError, match=r"fitted on 000300.SH, \^GSPC, not \^IXIC"):
+        model.variance_path("^IXIC", frame)
+
+
+def test_var_backtests_of_the_forecasts_count_exceedances_by_hand(board: VolatilityLeaderboard) -> None:
+    """Each model's forecast as a normal VaR: exceedances counted by hand (loss beyond z·σ), Kupiec's and
+    Christoffersen's p-values from the risk module's tests on those very hits."""
+    from scipy.stats import norm
+
+    from finstream.risk.backtests import christoffersen_independence, kupiec_pof
+
+    table = board.var_backtests
+    assert set(table["model"]) == set(board.models) and set(table["level"]) == {0.95, 0.99}
+    f = board.forecasts[board.forecasts["symbol"] == "^GSPC"]
+    loss = 1.0 - np.exp(f["r_next"].to_numpy() / 100.0)
+    var = np.sqrt(f["gjr_garch"].to_numpy()) / 100.0 * norm.ppf(0.99)
+    hits = loss > var
+    row = table[(table["scope"] == "^GSPC") & (table["model"] == "gjr_garch") & (table["level"] == 0.99)]
+    row = row.iloc[0]
+    assert row["n"] == len(f) and row["exceedances"] == int(hits.sum())
+    assert row["expected"] == pytest.approx(0.01 * len(f))
+    assert row["kupiec_pvalue"] == pytest.approx(kupiec_pof(hits, 0.99).pvalue, rel=1e-12)
+    assert row["independence_pvalue"] == pytest.approx(christoffersen_independence(hits).pvalue, rel=1e-12)
+    assert "## VaR backtests of the forecasts" in board.to_markdown()

@@ -1,7 +1,8 @@
 """The FastAPI app that `FinstreamService` mounts at "/": the routers of `serving.routes` (included with
 FastAPI's `include_router`), the exception handlers that turn errors into status codes
-(401/403/404/422/429/503/500) with `{"detail": ...}` bodies, the metrics middleware and CORS (when
-FINSTREAM_SERVE_CORS_ORIGINS is set).
+(401/403/404/422/429/503/500) with `{"detail": ...}` bodies, the request size limit (413, `serving.limits`),
+the metrics middleware, CORS (when FINSTREAM_SERVE_CORS_ORIGINS is set) and Swagger UI at /docs from local
+files (`serving.docs`: the page works offline).
 
 FastAPI 0.150 matches an included router's path twice per request: +7-12 µs on the hot routes measured in
 process, under 1 % of a sequential /predict and not visible end to end (benchmarks/serve_load.py), so every
@@ -19,6 +20,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from finstream.errors import FinstreamError, UnknownSymbol
 from serving.auth import AuthError, RateLimited
+from serving.docs import mount_docs
+from serving.limits import BodyLimitMiddleware, BodyLimitOptions
 from serving.routes import inference, market, model_admin, operations, risk
 from serving.routes.market import QueryError
 from serving.routes.model_admin import UnknownModel
@@ -31,13 +34,16 @@ app = FastAPI(
     title="finstream",
     description="Forecasts, signals, quotes and history from the registry's models and the feature store.",
     version="1",
-    docs_url="/docs",  # Swagger UI over /openapi.json (BentoML's own UI at / lists only bentoml.api methods)
+    docs_url=None,  # Swagger UI at /docs is mount_docs' (local files, no CDN)
     redoc_url=None,
 )
 
 
 for router in (operations.router, inference.router, market.router, risk.router, model_admin.router):
     app.include_router(router)
+
+# Swagger UI over /openapi.json (BentoML's own UI at / lists only bentoml.api methods)
+mount_docs(app, "/docs")
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -82,6 +88,8 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:
     return _error(500, "internal server error (logged on the server)")
 
 
+# added first, so it runs inside the metrics middleware: 413s are counted like every other error
+app.add_middleware(BodyLimitMiddleware, max_body_bytes=BodyLimitOptions().max_body_bytes)
 app.add_middleware(ObserveMiddleware)
 
 

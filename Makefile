@@ -11,7 +11,7 @@ STAMP := $(VENV)/.finstream-installed
 QUIET_PIP := { grep -v '^WARNING: Location' || true; }
 PYTEST_ARGS ?=
 
-.PHONY: setup demo demo-data test test-unit lint format repro deploy clean
+.PHONY: setup tools demo demo-data test test-unit lint format repro deploy clean
 
 setup: $(STAMP)
 
@@ -25,13 +25,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip check
 	@touch $@
 
+# system tools the tests drive: promtool (Debian's prometheus package) checks and unit-tests the alert rules
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "promtool is missing: install Debian's prometheus package (sudo apt-get install prometheus)"; exit 1; fi; \
+	  echo "installing Debian's prometheus package (promtool, for the alert-rule tests)…"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || { \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; }
+
 demo: setup
 	$(BIN)/finstream train --refresh-data
 
 demo-data: setup
 	$(BIN)/finstream pipeline
 
-test: setup
+test: setup tools
 	DO_NOT_TRACK=1 $(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: setup

@@ -99,8 +99,10 @@ class TrainParams(BaseModel):
         ]
     )
     common_period: bool = True  # pooled splits are by calendar time: train on the range all symbols share
-    folds: int = 4
-    test_years: float = 4.0
+    #: walk-forward test blocks; None: one per year of the test period
+    folds: int | None = None
+    #: the test period: the last test_years, or (None) everything after the first min_train_years
+    test_years: float | None = None
     min_train_years: float = 5.0
     window: int = 20
     epochs: int = 8
@@ -154,6 +156,12 @@ class PromotionParams(BaseModel):
     min_improvement: float = 0.005
     max_dm_pvalue: float = 0.10
     min_folds: int = 3
+    #: data-snooping-aware gates over all candidates of a run (training.snooping): Hansen's SPA p-value at
+    #: most this, and the champion inside the Model Confidence Set of this size (1 − confidence)
+    max_spa_pvalue: float = 0.10
+    mcs_size: float = 0.10
+    bootstrap_reps: int = 1000
+    bootstrap_block: int | None = None  # stationary bootstrap mean block length; None: arch's default
 
 
 class Paths:

@@ -1,9 +1,10 @@
 """training_flow (the supervised zoo, stage by stage) and retrain_flow (the data pipeline first).
 
 Stages (training.zoo_stages), one Prefect task each: training set → leakage check per task → MLflow parent
-runs per task → Ray Tune per tuned family × task → walk-forward evaluation per family × task → leaderboard
-→ register and gate per task; then the volatility task (training.volatility_stages): baselines and
-candidates walk-forward on the same folds → register the winner (or the best baseline) → its gate.
+runs per task → Ray Tune per tuned family × task → walk-forward evaluation (calibrated) per family × task
+→ SPA / MCS over each task's candidates → leaderboard → register and gate per task; then the volatility
+task (training.volatility_stages): baselines and candidates walk-forward on the same folds → register the
+winner (or the best baseline) → its gate.
 
 The evaluations run side by side in `train.workers` processes (Prefect's
 ProcessPoolTaskRunner: separate processes keep torch's global RNG and MLflow's run stack per family); with
@@ -49,6 +50,7 @@ from training.zoo_stages import (
     load_training,
     open_runs,
     register_best,
+    test_search,
     tune,
     write_run_leaderboard,
 )
@@ -113,6 +115,22 @@ def evaluate_task(
             r.metrics.get("dm_pvalue", float("nan")), r.fit_seconds,
         )  # fmt: skip
     return results
+
+
+@task(name="search-tests", task_run_name="search-tests-{task_name}", cache_policy=NONE)
+def search_task(
+    settings: Settings, task_name: str, candidates: list[CandidateResult]
+) -> list[CandidateResult]:
+    """SPA and MCS over the task's pooled candidates: the gates that account for trying many models."""
+    tests = test_search(settings, task_name, candidates)
+    if tests is not None:
+        members = sorted(name for name, ok in tests.mcs_members.items() if ok)
+        get_run_logger().info(
+            "%s: SPA p %.3f over %d candidates (%d days); MCS %s%s",
+            task_name, tests.spa_pvalue, len(tests.mcs_members), tests.days, members,
+            " + naive" if tests.benchmark_in_mcs else "",
+        )  # fmt: skip
+    return candidates
 
 
 @task(name="leaderboard", task_run_name="leaderboard", cache_policy=NONE)
@@ -287,6 +305,8 @@ def training_flow(families: list[str] | None = None, tasks: list[str] | None = N
             error = str(state.result(raise_on_failure=False) or "").strip()
             failures.append(CandidateFailure(t, f, error.splitlines()[0] if error else str(state.name)))
             logger.error("%s/%s failed: %s", t, f, failures[-1].error)
+    for t in zoo_tasks:
+        candidates = search_task(settings, t, candidates)
     board = leaderboard_task(settings, candidates, failures) if zoo_tasks else None
     decisions: dict[str, GateDecision] = {}
     for t in zoo_tasks:

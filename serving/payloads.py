@@ -59,6 +59,11 @@ class Prediction(BaseModel):
     variant: Literal["champion", "challenger"] = Field(
         "champion", description="Which registry alias answered (A/B split mode sends a share to challenger)."
     )
+    symbol_verdict: Literal["passed", "failed"] | None = Field(
+        None,
+        description="The return model's walk-forward verdict on this symbol (a pooled model is judged per "
+        "symbol: gate metric vs naive and DM p-value); null when the version records none.",
+    )
 
 
 class PredictResponse(BaseModel):

@@ -17,7 +17,7 @@ from finstream.config import TrainParams
 from finstream.errors import FinstreamError
 from finstream.models.zoo.base import Task
 from training.dataset import Dataset
-from training.walk_forward import WalkForwardResult, oos_period_start
+from training.walk_forward import WalkForwardResult, test_period_start
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +33,24 @@ class LeakageSuspected(FinstreamError):
         self.suspects = suspects
 
 
-def feature_target_correlations(dataset: Dataset, task: Task, test_years: float | None = None) -> pd.Series:
+def feature_target_correlations(
+    dataset: Dataset, task: Task, test_years: float | None = None, min_train_years: float | None = None
+) -> pd.Series:
     """Largest |Spearman| of each feature with the task's target on the training part, descending.
 
-    Training part: rows whose label is known before the test period of the walk-forward (the last
-    `test_years`, default `TrainParams().test_years`). Per feature the score is the larger of the pooled
+    Training part: rows whose label is known before the test period of the walk-forward
+    (`training.walk_forward.test_period_start` of `test_years` and `min_train_years`, defaults those of
+    `TrainParams()`). Per feature the score is the larger of the pooled
     correlation and the per-symbol ones (symbols with >= MIN_ROWS_PER_SYMBOL rows), so a leak confined to
     one symbol is not diluted by the others.
     """
-    years = TrainParams().test_years if test_years is None else test_years
-    cut = oos_period_start(dataset.event_time, years)
+    min_years = TrainParams().min_train_years if min_train_years is None else min_train_years
+    cut = test_period_start(dataset.event_time, test_years, min_years)
     train = (pd.to_datetime(dataset.label_time, utc=True) < cut).to_numpy()
     if train.sum() < MIN_ROWS_PER_SYMBOL:
         raise ValueError(
-            f"only {int(train.sum())} training rows before {cut.date()} (test_years={years}): "
-            "pass the test_years the walk-forward uses"
+            f"only {int(train.sum())} training rows before {cut.date()} (test_years={test_years}): "
+            "pass the test_years and min_train_years the walk-forward uses"
         )
     X = dataset.X.loc[train, dataset.feature_names].reset_index(drop=True)
     y = dataset.target(task).loc[train].reset_index(drop=True)
@@ -62,13 +65,17 @@ def feature_target_correlations(dataset: Dataset, task: Task, test_years: float 
 
 
 def check_feature_leakage(
-    dataset: Dataset, task: Task, max_abs_corr: float = 0.3, test_years: float | None = None
+    dataset: Dataset,
+    task: Task,
+    max_abs_corr: float = 0.3,
+    test_years: float | None = None,
+    min_train_years: float | None = None,
 ) -> pd.Series:
     """Raise LeakageSuspected naming every feature with |Spearman| > `max_abs_corr` against the target.
 
     Returns the scores (see `feature_target_correlations`) when the dataset passes.
     """
-    scores = feature_target_correlations(dataset, task, test_years)
+    scores = feature_target_correlations(dataset, task, test_years, min_train_years)
     suspects = scores[scores > max_abs_corr]
     if not suspects.empty:
         listed = ", ".join(f"{name} (|rho| = {value:.3f})" for name, value in suspects.items())

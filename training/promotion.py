@@ -92,8 +92,10 @@ def decide(
     params: PromotionParams,
     *,
     champion_version: str | None = None,
+    search: bool = False,
 ) -> Decision:
-    """Apply the gates: enough folds, beats the champion (or the naive baseline), DM p-value small enough.
+    """Apply the gates: enough folds, beats the champion (or the naive baseline), DM p-value small enough,
+    and with `search` the data-snooping-aware ones (SPA p-value of the run, membership of the MCS).
 
     Every gate is evaluated so the reason lists all of them; the candidate is promoted only if all pass.
     """
@@ -113,9 +115,24 @@ def decide(
         ),
         _dm_gate(candidate_metrics, params.max_dm_pvalue),
     ]
+    if search:
+        gates += [_spa_gate(candidate_metrics, params.max_spa_pvalue), _mcs_gate(candidate_metrics, params)]
     promoted = all(ok for ok, _ in gates)
     verdict = "promote" if promoted else "do not promote"
     return Decision(promoted, f"{verdict}: " + "; ".join(text for _, text in gates))
+
+
+def symbol_passes(metrics: Mapping[str, float], params: PromotionParams) -> tuple[bool, str]:
+    """A pooled model's verdict on one symbol: the gate metric beats the naive forecast's there and its DM
+    p-value is at most max_dm_pvalue (the folds and the search gates are the model's, not the symbol's)."""
+    metric = params.metric
+    higher = metric in HIGHER_IS_BETTER
+    default = HIGHER_IS_BETTER.get(metric) if higher else LOWER_IS_BETTER.get(metric)
+    gates = [
+        _metric_gate(metrics, None, metric, higher, default, params, None),
+        _dm_gate(metrics, params.max_dm_pvalue),
+    ]
+    return all(ok for ok, _ in gates), "; ".join(text for _, text in gates)
 
 
 def _folds_gate(metrics: Mapping[str, float], min_folds: int) -> tuple[bool, str]:
@@ -172,6 +189,23 @@ def _dm_gate(metrics: Mapping[str, float], max_pvalue: float) -> tuple[bool, str
     return ok, f"DM p-value {pvalue:.4g} {'≤' if ok else '>'} {max_pvalue:g} vs naive " + _pf(ok)
 
 
+def _spa_gate(metrics: Mapping[str, float], max_pvalue: float) -> tuple[bool, str]:
+    pvalue = _number(metrics.get("spa_pvalue"))
+    if pvalue is None:
+        return False, f"SPA FAIL (no spa_pvalue: candidates not tested together; need ≤ {max_pvalue:g})"
+    ok = pvalue <= max_pvalue
+    return ok, f"SPA p-value {pvalue:.4g} {'≤' if ok else '>'} {max_pvalue:g} (all candidates) " + _pf(ok)
+
+
+def _mcs_gate(metrics: Mapping[str, float], params: PromotionParams) -> tuple[bool, str]:
+    member = _number(metrics.get("mcs_member"))
+    level = f"{100 * (1 - params.mcs_size):g} % MCS"
+    if member is None:
+        return False, f"{level} FAIL (no mcs_member)"
+    ok = member >= 1.0
+    return ok, f"{'in' if ok else 'not in'} the {level} " + _pf(ok)
+
+
 def _pf(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -186,7 +220,7 @@ def _number(value: object) -> float | None:
 
 
 def promote_or_challenge(
-    client: MlflowClient, name: str, version: str | int, params: PromotionParams
+    client: MlflowClient, name: str, version: str | int, params: PromotionParams, search: bool = False
 ) -> Decision:
     """Gate version `version` against the current champion: it becomes `champion` or `challenger`."""
     candidate = get_version(client, name, version)
@@ -205,6 +239,7 @@ def promote_or_challenge(
         version_metrics(champion) if champion is not None else None,
         params,
         champion_version=version_of(champion),
+        search=search,
     )
     if decision.promote:
         make_champion(client, name, candidate, champion, "promote", decision.reason)
@@ -230,10 +265,11 @@ def promote_or_challenge(
 
 
 def gate_registration(
-    client: MlflowClient, registration: Registration, params: PromotionParams
+    client: MlflowClient, registration: Registration, params: PromotionParams, search: bool = False
 ) -> GateDecision:
-    """`promote_or_challenge` for a registered candidate, as a typed stage report."""
-    decision = promote_or_challenge(client, registration.model, registration.version, params)
+    """`promote_or_challenge` for a registered candidate, as a typed stage report (`search`: with the SPA
+    and MCS gates, for a candidate chosen among a run's many)."""
+    decision = promote_or_challenge(client, registration.model, registration.version, params, search)
     return GateDecision(
         registration.task,
         registration.model,

@@ -16,6 +16,7 @@ import pandas as pd
 
 from finstream.config import Settings, TrainParams
 from training.dataset import Dataset
+from training.walk_forward import YEAR, test_period_start
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,15 @@ GATE_METRIC = {"regression": "ic", "classification": "ic"}
 
 def tuning_window(dataset: Dataset, params: TrainParams) -> Dataset:
     """The rows strictly before the outer walk-forward's test period (labels known before it starts)."""
-    cutoff = dataset.event_time.max() - pd.Timedelta(days=365.25 * params.test_years)
-    return dataset.subset((dataset.label_time < cutoff).to_numpy())
+    cutoff = test_period_start(dataset.event_time, params.test_years, params.min_train_years)
+    return dataset.subset((pd.to_datetime(dataset.label_time, utc=True) < cutoff).to_numpy())
+
+
+def inner_split(window: Dataset) -> dict[str, float | int]:
+    """The inner walk-forward of the tuning window: its last third in 2 folds, the rest to train on."""
+    times = pd.to_datetime(window.event_time, utc=True)
+    span = (times.max() - times.min()) / YEAR
+    return {"test_years": span / 3, "folds": 2, "min_train_years": span / 2}
 
 
 def ray_temp_dir(settings: Settings) -> str:
@@ -71,8 +79,8 @@ def _trial(
     from finstream.models.zoo import make_model
     from training.walk_forward import evaluate
 
-    inner = params.model_copy(update={"test_years": params.test_years / 2, "folds": 2})
-    result = evaluate(lambda: make_model(family, task, **config), dataset, task, inner)
+    inner = params.model_copy(update=inner_split(dataset))
+    result = evaluate(lambda: make_model(family, task, **config), dataset, task, inner, calibrate=False)
     return {k: float(v) for k, v in result.overall.items() if isinstance(v, int | float)}
 
 

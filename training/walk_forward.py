@@ -1,10 +1,13 @@
 """Purged expanding-window walk-forward evaluation: out-of-sample forecasts, metrics, backtest and DM test.
 
-Splits: the last `test_years` of the data (from UTC midnight of the day `test_years` before the last event
-time) are cut into `n_folds` consecutive blocks of equal calendar length, edges at UTC midnight, all symbols
-together. Fold k trains on every row whose label is known strictly before the block's first event time
-(purge), so with horizon h the last h rows of each symbol before the block drop out and no training target
-overlaps the test period. Training always starts at the first row (expanding window).
+Splits: the test period is everything after the first `min_train_years` of the data (from the UTC midnight
+after the first event time + min_train_years; the default), or the last `test_years` (from UTC midnight of
+the day `test_years` before the last event time). It is cut into `n_folds` consecutive blocks of equal
+calendar length, edges at UTC midnight, all symbols together; by default one block per year of the test
+period (its length in years, rounded, at least one). Fold k trains on every row whose label is known
+strictly before the block's first event time (purge), so with horizon h the last h rows of each symbol
+before the block drop out and no training target overlaps the test period. Training always starts at the
+first row (expanding window). Forecasts are then calibrated fold by fold (`training.calibration`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from finstream.config import TrainParams
+from finstream.models.calibration import Calibration
 from finstream.models.zoo.base import Forecaster, Task
 from training.backtest import (
     BacktestResult,
@@ -54,6 +58,9 @@ class WalkForwardResult:
     over all out-of-sample rows. `predictions`: symbol, event_time, y, pred, fold, y_return, benchmark.
     `naive_<metric>` keys in `overall` hold the naive forecast's value (return 0 or P(up) = 0.5, flat).
     `equity`: strategy (long/flat), long_short, buy_and_hold and naive equity on the UTC-date calendar.
+    With calibration (the default) every figure is of the calibrated forecasts (`training.calibration`,
+    fitted on earlier folds only), `pred_raw` holds the raw ones, `raw_<metric>` keys their metrics, and
+    `calibration` is the final map (fitted on every out-of-sample pair) the registered model carries.
     """
 
     task: Task
@@ -61,6 +68,7 @@ class WalkForwardResult:
     overall: dict[str, float]
     predictions: pd.DataFrame
     equity: pd.DataFrame
+    calibration: Calibration | None = None
 
 
 def _utc_ns(times: pd.Series) -> np.ndarray:
@@ -81,29 +89,54 @@ def oos_period_start(event_time: pd.Series, test_years: float) -> pd.Timestamp:
     return (last - test_years * YEAR).normalize()
 
 
+def test_period_start(
+    event_time: pd.Series, test_years: float | None, min_train_years: float
+) -> pd.Timestamp:
+    """Start of the walk-forward's test period (UTC): the last `test_years`, or (None) everything after the
+    first `min_train_years` of the data, from the next UTC midnight."""
+    if test_years is not None:
+        return oos_period_start(event_time, test_years)
+    first = pd.to_datetime(pd.Series(event_time), utc=True).min()
+    return (first + min_train_years * YEAR).ceil("D")
+
+
+def fold_count(start: pd.Timestamp, end: pd.Timestamp, n_folds: int | None) -> int:
+    """`n_folds`, or (None) one fold per year of the period start..end (rounded, at least one)."""
+    if n_folds is not None:
+        return n_folds
+    return max(1, round((end - start) / YEAR))
+
+
 def walk_forward_splits(
     event_time: pd.Series,
     label_time: pd.Series,
-    n_folds: int,
-    test_years: float,
+    n_folds: int | None,
+    test_years: float | None,
     min_train_years: float,
     purge: bool = True,
 ) -> list[Fold]:
-    """Expanding-window folds over the last `test_years`, purged by label time (see the module docstring).
+    """Expanding-window folds over the test period, purged by label time (see the module docstring).
 
+    `n_folds` None: yearly folds; `test_years` None: the test period is all data after `min_train_years`.
     Without `purge` a fold trains on rows whose event time is before the block (labels may overlap it; for
     comparison only). Raises ValueError when the first block leaves less than `min_train_years` of history
     or a block would be empty.
     """
-    if n_folds < 1:
+    if n_folds is not None and n_folds < 1:
         raise ValueError(f"n_folds must be >= 1, got {n_folds}")
     if min_train_years < 0:
         raise ValueError(f"min_train_years must be >= 0, got {min_train_years}")
     ev, lab = _utc_ns(event_time), _utc_ns(label_time)
     if ev.size != lab.size or ev.size == 0:
         raise ValueError("event_time and label_time must be non-empty and of equal length")
-    start = oos_period_start(event_time, test_years).tz_localize(None)
+    start = test_period_start(event_time, test_years, min_train_years).tz_localize(None)
     end = pd.Timestamp(ev.max()) + pd.Timedelta(days=1)
+    if start >= end:
+        raise ValueError(
+            f"no test period: the data ends {pd.Timestamp(ev.max()).date()}, before {start.date()} "
+            f"(min_train_years={min_train_years} after the first row): load more history"
+        )
+    n_folds = fold_count(start, end, n_folds)
     edges = [start] + [(start + (end - start) * (k / n_folds)).normalize() for k in range(1, n_folds)] + [end]
     first_row = pd.Timestamp(ev.min())
     folds: list[Fold] = []
@@ -185,6 +218,7 @@ def forecast(
     benchmark = historical_mean(y, dataset.event_time, dataset.label_time, symbol)
     event_ns = _utc_ns(dataset.event_time)
     event_time = pd.to_datetime(dataset.event_time.reset_index(drop=True), utc=True)
+    label_time = pd.to_datetime(dataset.label_time.reset_index(drop=True), utc=True)
     fold_rows: list[dict[str, object]] = []
     frames: list[pd.DataFrame] = []
     for fold in folds:
@@ -207,6 +241,7 @@ def forecast(
                     "fold": fold.index,
                     "y_return": dataset.y_return.iloc[idx].to_numpy(),
                     "benchmark": benchmark[idx],
+                    "label_time": label_time.iloc[idx].to_numpy(),
                 }
             )
         )
@@ -262,6 +297,21 @@ def dm_vs_zero(task: Task, frame: pd.DataFrame, horizon: int) -> tuple[float, fl
     return dm_test(daily.to_numpy(), horizon, alternative="less")
 
 
+def symbol_metrics(predictions: pd.DataFrame, task: Task, horizon: int) -> dict[str, dict[str, float]]:
+    """Per symbol of a pooled model's out-of-sample rows: its forecast metrics, DM test vs the naive
+    forecast and row count (the per-symbol verdicts are judged on these)."""
+    out: dict[str, dict[str, float]] = {}
+    for symbol, frame in predictions.groupby("symbol", sort=True):
+        frame = frame.reset_index(drop=True)
+        metrics = forecast_metrics(task, frame)
+        naive = frame.assign(pred=0.5 if task == "classification" else 0.0)
+        metrics.update({f"naive_{k}": v for k, v in forecast_metrics(task, naive).items()})
+        metrics["dm_stat"], metrics["dm_pvalue"] = dm_vs_zero(task, frame, horizon)
+        metrics["n_test"] = float(len(frame))
+        out[str(symbol)] = {k: float(v) for k, v in metrics.items()}
+    return out
+
+
 def fold_table(forecasts: Forecasts, params: TrainParams, periods_per_year: float) -> list[dict[str, object]]:
     """Per fold: its sizes and range, forecast metrics and the fold's long/flat and buy-and-hold backtest."""
     rows: list[dict[str, object]] = []
@@ -306,21 +356,44 @@ def summarise(
     return overall, bt
 
 
+#: the raw (uncalibrated) figures reported beside the calibrated ones, as `raw_<name>`
+RAW_METRICS = ("ic", "rank_ic", "oos_r2", "mae", "rmse", "hit_rate", "auc", "log_loss", "brier", "dm_pvalue")
+
+
 def evaluate(
     model_factory: Callable[[], Forecaster],
     dataset: Dataset,
     task: Task,
     params: TrainParams,
     periods_per_year: float = 252,
+    calibrate: bool = True,
 ) -> WalkForwardResult:
-    """Walk-forward evaluation of a model family: forecast, then metrics, backtests and the DM test.
+    """Walk-forward evaluation of a model family: forecast, calibrate (each fold from earlier folds' pairs),
+    then metrics, backtests and the DM test of the calibrated forecasts, the raw ones' beside them.
 
     Backtest headline (`sharpe`, `ann_return`, ...) is long/flat, the only form tradable for A-shares;
     long/short (`ls_*`) is reported for every symbol alongside. Stamp duty is charged on China-market symbols.
     """
+    from training.calibration import calibrate_walk_forward, final_calibration
+
     forecasts = forecast(model_factory, dataset, task, params)
+    raw: dict[str, float] = {}
+    calibration = None
+    if calibrate:
+        raw = forecast_metrics(task, forecasts.predictions)
+        raw["dm_stat"], raw["dm_pvalue"] = dm_vs_zero(task, forecasts.predictions, dataset.horizon)
+        calibrated, fold_maps = calibrate_walk_forward(forecasts.predictions, task)
+        calibration = final_calibration(calibrated, task)
+        forecasts = Forecasts(task, calibrated, forecasts.folds)
     folds = fold_table(forecasts, params, periods_per_year)
+    if calibrate:
+        for row, fold_map in zip(folds, fold_maps, strict=True):
+            row["calibration"] = fold_map.describe()
     overall, bt = summarise(forecasts, folds, params, dataset.horizon, periods_per_year)
+    overall.update({f"raw_{k}": float(raw[k]) for k in RAW_METRICS if k in raw})
+    if calibration is not None:
+        overall["calibration_slope"] = calibration.slope
+        overall["calibration_intercept"] = calibration.intercept
     log.info(
         "walk-forward %s: %d folds, %d test rows, ic %.4f, sharpe %.2f (buy-and-hold %.2f), DM p %.3f",
         task, len(folds), len(forecasts.predictions), overall["ic"], overall["sharpe"], overall["bh_sharpe"],
@@ -328,5 +401,10 @@ def evaluate(
     )  # fmt: skip
     equity = pd.DataFrame({name: res.equity for name, res in bt.items()})
     return WalkForwardResult(
-        task=task, folds=folds, overall=overall, predictions=forecasts.predictions, equity=equity
+        task=task,
+        folds=folds,
+        overall=overall,
+        predictions=forecasts.predictions,
+        equity=equity,
+        calibration=calibration,
     )

@@ -10,7 +10,9 @@ file's DVC hash), per-fold and overall metrics, plots and the final model are lo
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import statistics
 import tempfile
 import time
@@ -24,6 +26,7 @@ import pandas as pd
 from finstream.config import Settings
 from training.dataset import Dataset
 from training.promotion import GateDecision, Registration
+from training.snooping import SearchTests
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,10 @@ class CandidateResult:
     model_uri: str
     fit_seconds: float
     params: dict[str, Any] = field(default_factory=dict)
+    #: pooled candidates: the out-of-sample forecasts (symbol, event_time, y, pred) the search tests use
+    predictions: pd.DataFrame | None = field(default=None, repr=False)
+    #: pooled candidates: per-symbol metrics (training.walk_forward.symbol_metrics)
+    symbol_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -152,7 +159,12 @@ def check_leakage(training: TrainingSet, task: str, settings: Settings) -> Leaka
     """Stage 2: stop the run (LeakageSuspected) if a feature correlates with the target like a leak."""
     from training.leakage import check_feature_leakage
 
-    scores = check_feature_leakage(training.dataset, task, test_years=settings.train.test_years)  # type: ignore[arg-type]
+    scores = check_feature_leakage(
+        training.dataset,
+        task,  # type: ignore[arg-type]
+        test_years=settings.train.test_years,
+        min_train_years=settings.train.min_train_years,
+    )
     return LeakageReport(task, len(scores), {str(k): round(float(v), 4) for k, v in scores.head(5).items()})
 
 
@@ -171,8 +183,8 @@ def open_runs(settings: Settings, training: TrainingSet, task: str) -> WalkForwa
             mlflow.log_params(
                 {
                     "horizon": settings.train.horizon,
-                    "folds": settings.train.folds,
-                    "test_years": settings.train.test_years,
+                    "folds": settings.train.folds or "yearly",
+                    "test_years": settings.train.test_years or f"after {settings.train.min_train_years}",
                     "rows": len(scoped.X),
                     "features": ",".join(scoped.feature_names),
                 }
@@ -224,6 +236,34 @@ def evaluate_candidate(
     return results
 
 
+def test_search(settings: Settings, task: str, candidates: Sequence[CandidateResult]) -> SearchTests | None:
+    """Stage 5b: SPA and MCS over every pooled candidate of `task` (`training.snooping`); the results are
+    added to each candidate's metrics and its MLflow run. None when no pooled candidate finished."""
+    from finstream.models.tracking import configure_mlflow
+    from training.snooping import search_tests
+
+    pooled = [c for c in candidates if c.task == task and c.scope == "pooled" and c.predictions is not None]
+    if not pooled:
+        return None
+    promotion = settings.promotion
+    tests = search_tests(
+        {c.family: c.predictions for c in pooled},  # type: ignore[misc]
+        task,
+        mcs_size=promotion.mcs_size,
+        reps=promotion.bootstrap_reps,
+        block_size=promotion.bootstrap_block,
+        seed=settings.train.seed,
+    )
+    client = configure_mlflow(settings)
+    for c in pooled:
+        extra = tests.metrics(c.family)
+        c.metrics.update(extra)
+        for key, value in extra.items():
+            if _is_number(value):
+                client.log_metric(c.run_id, key, value)
+    return tests
+
+
 def write_run_leaderboard(
     settings: Settings, candidates: Sequence[CandidateResult], failures: Sequence[CandidateFailure]
 ) -> Leaderboard:
@@ -240,8 +280,9 @@ def register_best(
     settings: Settings, training: TrainingSet, task: str, candidates: Sequence[CandidateResult]
 ) -> Registration | None:
     """Stage 7: register the best pooled candidate of `task` (by the gate metric); None if there is none."""
-    from finstream.models.registry import REGISTERED_MODELS, register_candidate
+    from finstream.models.registry import REGISTERED_MODELS, TAG_PASSED_SYMBOLS, register_candidate
     from finstream.models.tracking import configure_mlflow
+    from training.promotion import symbol_passes
 
     pooled = [c for c in candidates if c.task == task and c.scope == "pooled"]
     if not pooled:
@@ -249,12 +290,20 @@ def register_best(
     gate = settings.promotion.metric
     best = max(pooled, key=lambda c: c.metrics.get(gate, float("-inf")) * (-1 if gate == "mae" else 1))
     name = REGISTERED_MODELS[task]
+    verdicts = {sym: symbol_passes(m, settings.promotion)[0] for sym, m in best.symbol_metrics.items()}
     tags = {
         "features": ",".join(training.dataset.feature_names),
         "data_version": training.data_version,
         "family": best.family,
         "task": task,
         "interval": settings.train.interval,
+        TAG_PASSED_SYMBOLS: json.dumps(sorted(s for s, ok in verdicts.items() if ok)),
+        "symbol_metrics": json.dumps(
+            {
+                s: {k: round(v, 6) for k, v in m.items() if k in SYMBOL_METRICS}
+                for s, m in best.symbol_metrics.items()
+            }
+        ),
     }
     client = configure_mlflow(settings)
     version = register_candidate(client, name, best.model_uri, best.run_id, best.metrics, tags)
@@ -266,7 +315,7 @@ def gate(settings: Settings, registration: Registration) -> GateDecision:
     from finstream.models.tracking import configure_mlflow
     from training.promotion import gate_registration
 
-    return gate_registration(configure_mlflow(settings), registration, settings.promotion)
+    return gate_registration(configure_mlflow(settings), registration, settings.promotion, search=True)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -331,7 +380,7 @@ def _log_candidate(
     from finstream.models.zoo import make_model
     from training.leakage import check_model_leakage
     from training.plots import equity_plot, feature_importance_plot, prediction_plot
-    from training.walk_forward import evaluate
+    from training.walk_forward import evaluate, symbol_metrics
 
     params = {**_family_params(settings, family), **tuned}
     interval = settings.train.interval
@@ -358,6 +407,17 @@ def _log_candidate(
         )
     overall = {k: float(v) for k, v in result.overall.items() if _is_number(v)}
     mlflow.log_metrics(overall)
+    per_symbol: dict[str, dict[str, float]] = {}
+    if scope == "pooled":
+        per_symbol = symbol_metrics(result.predictions, task, dataset.horizon)  # type: ignore[arg-type]
+        mlflow.log_metrics(
+            {
+                f"symbol.{safe_name(sym)}.{k}": v
+                for sym, values in per_symbol.items()
+                for k, v in values.items()
+                if k in SYMBOL_METRICS and _is_number(v)
+            }
+        )
     model = make_model(family, task, **params).fit(dataset.X, dataset.target(task))
     fit_seconds = time.perf_counter() - t0
     mlflow.log_metric("train_seconds", fit_seconds)
@@ -373,7 +433,9 @@ def _log_candidate(
         result.predictions.to_parquet(out / "oos_predictions.parquet", index=False)
         for path in [*plots, out / "oos_predictions.parquet"]:
             mlflow.log_artifact(str(path), artifact_path="evaluation")
-    info = log_forecaster(model, dataset.X.tail(5))
+    if result.calibration is not None:
+        mlflow.set_tag("calibration", result.calibration.describe())
+    info = log_forecaster(model, dataset.X.tail(5), calibration=result.calibration)
     run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
     log.info(
         "%s/%s/%s: ic=%.4f oos_r2=%.4f sharpe=%.2f",
@@ -384,9 +446,22 @@ def _log_candidate(
         overall.get("oos_r2", float("nan")),
         overall.get("sharpe", float("nan")),
     )
+    predictions = None
+    if scope == "pooled":
+        predictions = result.predictions[["symbol", "event_time", "y", "pred"]].copy()
     return CandidateResult(
-        task, family, scope, overall, run_id, info.model_uri, round(fit_seconds, 2), params
-    )
+        task, family, scope, overall, run_id, info.model_uri, round(fit_seconds, 2), params, predictions,
+        per_symbol,
+    )  # fmt: skip
+
+
+#: the per-symbol figures logged for a pooled candidate and tagged on its registered version
+SYMBOL_METRICS = ("ic", "oos_r2", "auc", "dm_pvalue", "n_test")
+
+
+def safe_name(symbol: str) -> str:
+    """A symbol as part of an MLflow metric name (letters, digits, _ . - only)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", symbol)
 
 
 def _is_number(value: object) -> bool:

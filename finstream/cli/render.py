@@ -97,13 +97,16 @@ def print_tables(console: Console, *tables: Table) -> None:
 LEADERBOARD_COLUMNS = {
     "family": "family",
     "ic": "IC",
-    "rank_ic": "rankIC",
+    "raw_ic": "raw IC",
     "oos_r2": "OOS R²",
+    "raw_oos_r2": "raw R²",
     "hit_rate": "hit",
     "sharpe": "Sharpe",
     "bh_sharpe": "B&H",
-    "max_drawdown": "maxDD",
     "dm_pvalue": "DM p",
+    "raw_dm_pvalue": "raw DM p",
+    "spa_pvalue": "SPA p",
+    "mcs_member": "MCS",
 }
 
 

@@ -95,6 +95,14 @@ class LoadedModel:
     loaded_at: float
     window: int | None = None
     interval: str = "1d"  # the bars it was trained on (registry tag; versions before the tag: daily)
+    #: the symbols a pooled model passed its gates on (registry tag); None when the version records none
+    passed_symbols: frozenset[str] | None = None
+
+    def verdict(self, symbol: str) -> str | None:
+        """ "passed" / "failed": this version's per-symbol verdict on `symbol`; None when it has none."""
+        if self.passed_symbols is None:
+            return None
+        return "passed" if symbol in self.passed_symbols else "failed"
 
     def predict(self, A: np.ndarray, symbols: Sequence[str]) -> np.ndarray:
         """One value per row of A (`columns` order): predicted log return, or P(up).
@@ -138,8 +146,10 @@ def _input_columns(pyfunc_model: Any, forecaster: Any) -> tuple[str, ...]:
 def load_version(client: Any, name: str, version: str) -> LoadedModel:
     """Load `name` version `version` through MLflow (tabular or sequence model)."""
     from finstream.models.pyfunc import load_forecaster, unwrap_forecaster
+    from finstream.models.registry import TAG_PASSED_SYMBOLS
 
     mv = client.get_model_version(name, version)
+    passed = (mv.tags or {}).get(TAG_PASSED_SYMBOLS)
     pyfunc_model = load_forecaster(f"models:/{name}/{version}")
     forecaster = unwrap_forecaster(pyfunc_model)
     window = int(forecaster.params["window"]) if getattr(forecaster, "sequential", False) else None
@@ -153,6 +163,7 @@ def load_version(client: Any, name: str, version: str) -> LoadedModel:
         loaded_at=time.time(),
         window=window,
         interval=mv.tags.get("interval") or "1d",
+        passed_symbols=frozenset(json.loads(passed)) if passed else None,
     )
 
 

@@ -1,6 +1,8 @@
 """A Forecaster as an MLflow pyfunc model: log it (signature, input example, pinned requirements), load it.
 
-The model folder written by `Forecaster.save` travels as the artifact "forecaster"; the wrapper's code comes
+The model folder written by `Forecaster.save` travels as the artifact "forecaster", and its calibration
+(`finstream.models.calibration`, fitted on the walk-forward's out-of-sample pairs) as the artifact
+"calibration": the loaded model predicts calibrated forecasts. The wrapper's code comes
 from the installed `finstream.models` package (the same environment serves it), so no `code_paths` are
 logged.
 """
@@ -20,6 +22,7 @@ from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PyFuncModel, PythonModel, PythonModelContext
 
+from finstream.models.calibration import CalibratedForecaster, Calibration
 from finstream.models.volatility import VolatilityModel, load_volatility_model, predict_frame
 from finstream.models.zoo import Forecaster, load_model
 from finstream.models.zoo.storage import META_FILE, installed_version
@@ -27,6 +30,7 @@ from finstream.models.zoo.storage import META_FILE, installed_version
 log = logging.getLogger(__name__)
 
 ARTIFACT = "forecaster"
+CALIBRATION_ARTIFACT = "calibration"
 EXAMPLE_ROWS = 5
 #: what every logged forecaster needs, beside the libraries its saved folder records
 _BASE_REQUIREMENTS = ("mlflow", "cloudpickle", "numpy", "pandas", "scikit-learn")
@@ -36,7 +40,12 @@ class ForecasterModel(PythonModel):
     """Loads the saved Forecaster from the model's artifacts; predicts on X (`symbol` + feature columns)."""
 
     def load_context(self, context: PythonModelContext) -> None:
-        self.forecaster = load_model(context.artifacts[ARTIFACT])
+        model = load_model(context.artifacts[ARTIFACT])
+        calibration = context.artifacts.get(CALIBRATION_ARTIFACT)
+        if calibration:
+            text = Path(calibration).read_text(encoding="utf-8")
+            model = CalibratedForecaster(model, Calibration.from_json(text))
+        self.forecaster = model
 
     def predict(
         self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -58,8 +67,11 @@ def pip_requirements(saved: Path) -> list[str]:
     return sorted(pins.values())
 
 
-def log_forecaster(model: Forecaster, X_example: pd.DataFrame, name: str = "model") -> ModelInfo:
-    """Log a fitted Forecaster into the active MLflow run as a pyfunc model named `name`.
+def log_forecaster(
+    model: Forecaster, X_example: pd.DataFrame, name: str = "model", calibration: Calibration | None = None
+) -> ModelInfo:
+    """Log a fitted Forecaster (with its `calibration`, if any) into the active MLflow run as a pyfunc
+    model named `name`.
 
     The signature is inferred from X_example and the model's predictions on it; the first few rows are the
     input example. Requirements are pinned explicitly (inferring them costs ~6 s per model).
@@ -70,14 +82,24 @@ def log_forecaster(model: Forecaster, X_example: pd.DataFrame, name: str = "mode
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / ARTIFACT
         model.save(saved)
+        artifacts = {ARTIFACT: str(saved)}
+        if calibration is not None:
+            path = Path(tmp) / f"{CALIBRATION_ARTIFACT}.json"
+            path.write_text(calibration.to_json(), encoding="utf-8")
+            artifacts[CALIBRATION_ARTIFACT] = str(path)
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=ForecasterModel(),
-            artifacts={ARTIFACT: str(saved)},
+            artifacts=artifacts,
             signature=signature,
             input_example=X_example.head(EXAMPLE_ROWS),
             pip_requirements=pip_requirements(saved),
-            metadata={"family": model.family, "task": model.task, "feature_names": model.feature_names},
+            metadata={
+                "family": model.family,
+                "task": model.task,
+                "feature_names": model.feature_names,
+                "calibration": calibration.describe() if calibration is not None else "none",
+            },
         )
     log.info("logged %s (%s) as %s", model.family, model.task, info.model_uri)
     return info
@@ -89,7 +111,8 @@ def load_forecaster(uri: str) -> PyFuncModel:
 
 
 def unwrap_forecaster(model: PyFuncModel) -> Forecaster:
-    """The Forecaster inside a pyfunc model logged by `log_forecaster` (skips pyfunc's schema checks)."""
+    """The Forecaster inside a pyfunc model logged by `log_forecaster`, calibrated when it was logged with a
+    calibration (skips pyfunc's schema checks)."""
     inner = model.unwrap_python_model()
     if not isinstance(inner, ForecasterModel):
         raise TypeError("this pyfunc model was not logged by log_forecaster")

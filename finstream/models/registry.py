@@ -42,6 +42,7 @@ TAG_DECISION = "promotion.decision"
 TAG_REASON = "promotion.reason"
 TAG_DECIDED_AT = "promotion.decided_at"
 TAG_PREVIOUS = "previous_champion"
+TAG_PASSED_SYMBOLS = "passed_symbols"  # JSON list: the symbols a pooled model passed its gates on
 TAG_KIND = "kind"  # volatility versions: "baseline" (GARCH, HAR, …) or "candidate" (a zoo model)
 TAG_AUDIT = "promotion.audit"  # on the registered model: JSON list of the latest alias moves
 AUDIT_MAX_CHARS = 4000  # registered-model tag values are VARCHAR(5000) in MLflow's SQL schema

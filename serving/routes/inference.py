@@ -72,6 +72,7 @@ async def predict(body: PredictRequest, caller: ReadingTrader, runtime: Runtime)
                 feature_age_seconds=float(ages[i]),
                 stale=runtime.is_stale(ages[i]),
                 variant=variant,  # type: ignore[arg-type]
+                symbol_verdict=returns.verdict(symbol),
             )
         )
     return json_response(PredictResponse(predictions=out, variant=variant))  # type: ignore[arg-type]

@@ -346,6 +346,14 @@ def test_predict_returns_forecasts_from_the_champions(served: Served) -> None:
         assert p["model"] == {"name": RETURN_MODEL, "version": "1", "family": "ridge"}
         assert p["direction_model"]["name"] == DIRECTION_MODEL
         assert p["stale"] is True  # the packaged history ends in 2018
+    from finstream.models.tracking import configure_mlflow
+
+    passed = json.loads(
+        configure_mlflow(served.settings).get_model_version(RETURN_MODEL, "1").tags["passed_symbols"]
+    )
+    assert {p["symbol"]: p["symbol_verdict"] for p in predictions} == {
+        s: "passed" if s in passed else "failed" for s in SYMBOLS
+    }
     features = pd.read_parquet(served.settings.paths.features)
     last = features.groupby("symbol")["event_timestamp"].max()
     for p in predictions:

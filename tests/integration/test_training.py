@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,8 @@ def trained_home(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Setting
 
 
 def test_train_logs_evaluates_registers_and_gates(trained_home: Settings, prefect_api: str) -> None:
+    from finstream.models.calibration import CalibratedForecaster, fit_calibration
+    from finstream.models.pyfunc import unwrap_forecaster
     from finstream.models.registry import REGISTERED_MODELS
     from finstream.models.tracking import configure_mlflow
     from finstream.storage import file_md5
@@ -58,10 +61,12 @@ def test_train_logs_evaluates_registers_and_gates(trained_home: Settings, prefec
     }
     assert report.data_version == file_md5(trained_home.paths.features)
     client = configure_mlflow(trained_home)
-    for task, name in REGISTERED_MODELS.items():
+    for task in ("regression", "classification"):
+        name = REGISTERED_MODELS[task]
         decision = report.decisions[task]
         assert decision.version == "1"
         assert "folds 3" in decision.reason and "DM p-value" in decision.reason
+        assert "SPA p-value" in decision.reason and "MCS" in decision.reason
         version = client.get_model_version(name, "1")
         assert version.tags["data_version"] == report.data_version
         assert version.tags["promotion.decision"] == ("champion" if decision.promote else "challenger")
@@ -69,10 +74,27 @@ def test_train_logs_evaluates_registers_and_gates(trained_home: Settings, prefec
         assert int(client.get_model_version_by_alias(name, alias).version) == 1
         model = mlflow.pyfunc.load_model(f"models:/{name}/1")
         assert model.metadata.get_input_schema() is not None
+        # the served model carries the final calibration: fitted on every out-of-sample pair it was judged on
+        served = unwrap_forecaster(model)
+        assert isinstance(served, CalibratedForecaster)
+        oos = pd.read_parquet(client.download_artifacts(version.run_id, "evaluation/oos_predictions.parquet"))
+        assert served.calibration == fit_calibration(task, oos["pred_raw"], oos["y"])
+        assert 0 <= float(version.tags["metric.spa_pvalue"]) <= 1
+        assert version.tags["metric.mcs_member"] in ("0.0", "1.0")
+        passed = json.loads(version.tags["passed_symbols"])
+        assert set(passed) <= {"000300.SH", "^GSPC"}
+        assert set(json.loads(version.tags["symbol_metrics"])) == {"000300.SH", "^GSPC"}
     child = next(c for c in report.candidates if c.family == "xgboost" and c.task == "regression")
     run = client.get_run(child.run_id)
     for metric in (
         "ic",
+        "raw_ic",
+        "raw_oos_r2",
+        "raw_dm_pvalue",
+        "calibration_slope",
+        "spa_pvalue",
+        "mcs_member",
+        "symbol._GSPC.ic",
         "rank_ic",
         "oos_r2",
         "hit_rate",
@@ -109,6 +131,7 @@ def test_ray_tune_tracks_every_trial_and_never_sees_the_test_period(trained_home
     dataset, _ = load_training_set(settings)
     window = tuning_window(dataset, settings.train)
     oos_start = dataset.event_time.max() - pd.Timedelta(days=365.25 * settings.train.test_years)
+    oos_start = oos_start.normalize()
     assert window.label_time.max() < oos_start
     best = tune_family(settings, dataset, "xgboost", "regression")
     assert set(best) == {"max_depth", "learning_rate", "n_estimators", "subsample"}

@@ -339,8 +339,15 @@ def test_evaluate_regression_structure_and_only_test_rows(regression_result: Wal
     assert res.predictions["event_time"].min() == folds[0].test_start
     np.testing.assert_allclose(res.predictions["y"], ds.y_return.iloc[test_rows])
     assert list(res.equity.columns) == ["strategy", "long_short", "buy_and_hold", "naive"]
-    # an honest linear model on daily returns: small IC, R² near zero
-    assert abs(res.overall["ic"]) < 0.2 and res.overall["oos_r2"] < 0.05
+    # an honest linear model on daily returns: small IC, R² near zero (raw forecasts)
+    assert abs(res.overall["raw_ic"]) < 0.2 and res.overall["raw_oos_r2"] < 0.05
+    # calibrated fold by fold: fold 0 gets the zero forecast, later folds slope x raw (slope >= 0)
+    preds = res.predictions
+    assert (preds.loc[preds["fold"] == 0, "pred"] == 0.0).all()
+    for _, fold in preds[preds["fold"] > 0].groupby("fold"):
+        ratio = fold["pred"] / fold["pred_raw"]
+        assert ratio.min() >= 0.0 and np.allclose(ratio, ratio.iloc[0])
+    assert res.calibration is not None and res.calibration.kind in ("slope", "zero")
 
 
 def test_evaluate_classification_metrics() -> None:
@@ -355,7 +362,7 @@ def test_evaluate_classification_metrics() -> None:
 def test_evaluate_gives_sequential_models_earlier_rows_as_context() -> None:
     TrailingMean.seen.clear()
     ds = real_dataset()
-    res = evaluate(lambda: TrailingMean("regression"), ds, "regression", PARAMS)
+    res = evaluate(lambda: TrailingMean("regression"), ds, "regression", PARAMS, calibrate=False)
     assert len(TrailingMean.seen) == 3
     folds = walk_forward_splits(ds.event_time, ds.label_time, 3, 3.0, 5.0)
     for X, fold in zip(TrailingMean.seen, folds, strict=True):
@@ -393,7 +400,7 @@ def test_leaked_future_return_is_caught_before_and_after_training() -> None:
     with pytest.raises(LeakageSuspected, match="future_return"):
         check_feature_leakage(leaked, "classification")
     result = evaluate(lambda: LinearForecaster("regression"), leaked, "regression", PARAMS)
-    assert result.overall["ic"] > 0.9
+    assert result.overall["raw_ic"] > 0.9
     with pytest.raises(LeakageSuspected, match="ic") as model_caught:
         check_model_leakage(result)
     assert "ic" in model_caught.value.suspects
@@ -449,6 +456,8 @@ class ConstantBull(Forecaster):
 
 
 def test_dm_pvalue_is_one_sided_so_a_worse_model_never_passes_the_gate() -> None:
-    result = evaluate(lambda: ConstantBull("regression"), real_dataset(), "regression", PARAMS)
+    result = evaluate(
+        lambda: ConstantBull("regression"), real_dataset(), "regression", PARAMS, calibrate=False
+    )
     assert result.overall["dm_stat"] > 5  # the model's loss is much larger
     assert result.overall["dm_pvalue"] > 0.99

@@ -87,7 +87,7 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -399,6 +399,8 @@ class Batch:
     Queue writes on `pipeline` and return; do not execute it (the consumer adds the applied state, the
     XACK and its counters and runs it). Reads through `pipeline` are queued too: read with another client.
     Keys written here must be in the partition's slot on a cluster: name them with `key(suffix)`.
+    `applied` lets a handler with in-memory state check it is in step with what the group committed (a
+    handler may see the same bars again when a commit did not happen: a WATCH conflict, a lost connection).
     """
 
     bus: Bus
@@ -406,6 +408,8 @@ class Batch:
     partition: int
     messages: list[Delivery]
     pipeline: Pipeline
+    #: the ts (ns) of the last bar applied before this batch, per series of the batch that has one
+    applied: Mapping[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def bars(self) -> list[BarMessage]:
@@ -766,11 +770,12 @@ class Consumer:
                             if value:
                                 ts_text, entry_id = value.split(" ")
                                 state[key] = (int(ts_text), _id_key(entry_id), entry_id)
+                    applied = {key: value[0] for key, value in state.items()}
                     plan = self._plan(decoded, state, dead)
                     pipe.multi()
                     if plan.good:
                         try:
-                            self.handler(Batch(self.bus, self.group, partition, plan.good, pipe))
+                            self.handler(Batch(self.bus, self.group, partition, plan.good, pipe, applied))
                         except CONNECTION_ERRORS:
                             raise
                         except Exception as exc:

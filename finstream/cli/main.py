@@ -27,6 +27,7 @@ from finstream.cli.models import models_app
 from finstream.cli.risk import risk_app
 from finstream.cli.rl import rl_app
 from finstream.cli.serve import serve
+from finstream.cli.stream import stream_app
 from finstream.errors import FinstreamError
 
 app = make_app(
@@ -389,4 +390,5 @@ def list_sources() -> None:
 app.add_typer(models_app, name="models", help="List, promote and roll back registered models.")
 app.add_typer(rl_app, name="rl", help="Train and evaluate Ray RLlib trading agents (PPO, DQN).")
 app.add_typer(risk_app, name="risk", help="Risk report: VaR/ES, backtests and alerts from validated bars.")
+app.add_typer(stream_app, name="stream", help="Real-time pipeline on Redis Streams, and the replay producer.")
 app.command("serve")(serve)

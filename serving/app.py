@@ -22,7 +22,7 @@ from finstream.errors import FinstreamError, UnknownSymbol
 from serving.auth import AuthError, RateLimited
 from serving.docs import mount_docs
 from serving.limits import BodyLimitMiddleware, BodyLimitOptions
-from serving.routes import inference, market, model_admin, operations, risk
+from serving.routes import channels, inference, market, model_admin, operations, risk
 from serving.routes.market import QueryError
 from serving.routes.model_admin import UnknownModel
 from serving.runtime import ServingOptions
@@ -39,7 +39,14 @@ app = FastAPI(
 )
 
 
-for router in (operations.router, inference.router, market.router, risk.router, model_admin.router):
+for router in (
+    operations.router,
+    inference.router,
+    market.router,
+    risk.router,
+    model_admin.router,
+    channels.router,
+):
     app.include_router(router)
 
 # Swagger UI over /openapi.json (BentoML's own UI at / lists only bentoml.api methods)

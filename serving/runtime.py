@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +63,7 @@ class ServingRuntime:
     history: BarHistory
     risk: RiskBook
     audit: AuditLog
+    relay: Any = None  # serving.relay.ChannelRelay, made by the first WebSocket (serving.routes.channels)
 
     @classmethod
     def start(cls) -> ServingRuntime:

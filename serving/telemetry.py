@@ -88,3 +88,14 @@ VOLATILITY_FORECAST = bentoml.metrics.Gauge(
     labelnames=["name", "kind"],
     multiprocess_mode="livemostrecent",
 )
+WS_CONNECTIONS = bentoml.metrics.Gauge(
+    name="finstream_ws_connections",
+    documentation="open WebSocket sockets per real-time channel",
+    labelnames=["channel"],
+    multiprocess_mode="livesum",
+)
+WS_MESSAGES = bentoml.metrics.Counter(
+    name="finstream_ws_messages",
+    documentation="real-time channel messages sent to WebSocket clients, per channel",
+    labelnames=["channel"],
+)

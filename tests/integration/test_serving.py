@@ -888,3 +888,60 @@ def _volatility_model(version: str) -> Any:
     from finstream.models.pyfunc import unwrap_volatility_model
 
     return unwrap_volatility_model(mlflow.pyfunc.load_model(f"models:/finstream-volatility/{version}"))
+
+
+def test_websocket_channels_relay_the_stream_messages(served: Served) -> None:
+    """/ws/<channel> relays what the stream publishes on Redis: header or first-message key, the symbols
+    filter, `since` replays the history stream, and refusals close with the documented codes."""
+    import redis
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from finstream.channels import AI_PREDICTIONS, channel_key, history_key
+
+    project = served.settings.feast_project
+    r = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB, decode_responses=True)
+    url = served.main.url.replace("http://", "ws://")
+
+    def message(seq: int, symbol: str) -> str:
+        return json.dumps(
+            {"type": "prediction", "channel": AI_PREDICTIONS, "seq": seq, "data": {"symbol": symbol}}
+        )
+
+    def publish_until_received(ws: object, text: str) -> dict:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the worker subscribes once the socket is authenticated
+            r.publish(channel_key(project, AI_PREDICTIONS), text)
+            try:
+                return json.loads(ws.recv(timeout=0.5))  # type: ignore[attr-defined]
+            except TimeoutError:
+                continue
+        raise AssertionError("no message relayed within 10 s")
+
+    with connect(
+        f"{url}/ws/{AI_PREDICTIONS}?symbols=^GSPC", additional_headers={"X-API-Key": "viewer-key"}
+    ) as ws:
+        assert publish_until_received(ws, message(1, "^GSPC"))["seq"] == 1
+        r.publish(channel_key(project, AI_PREDICTIONS), message(2, "000300.SH"))  # filtered out
+        r.publish(channel_key(project, AI_PREDICTIONS), message(3, "^GSPC"))
+        assert json.loads(ws.recv(timeout=5))["seq"] == 3
+
+    for seq in (10, 11, 12):  # the history stream a reconnecting client catches up from
+        r.xadd(history_key(project, AI_PREDICTIONS), {"m": message(seq, "^GSPC"), "seq": seq})
+    with connect(f"{url}/ws/{AI_PREDICTIONS}?since=10") as ws:
+        ws.send(json.dumps({"key": "viewer-key"}))  # a browser's way: the key as the first message
+        assert [json.loads(ws.recv(timeout=5))["seq"] for _ in range(2)] == [11, 12]
+        ws.send("x" * (2 * 1024 * 1024))  # over FINSTREAM_SERVE_MAX_BODY_BYTES
+        with pytest.raises(ConnectionClosed) as too_big:
+            ws.recv(timeout=5)
+        assert too_big.value.rcvd is not None and too_big.value.rcvd.code == 1009
+
+    for path, headers in (
+        (f"/ws/{AI_PREDICTIONS}", {"X-API-Key": "wrong-key"}),
+        ("/ws/no-such-channel", {"X-API-Key": "viewer-key"}),
+    ):
+        with connect(url + path, additional_headers=headers) as ws, pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, path
+    with _client(served.main) as http:
+        assert 'finstream_ws_messages_total{channel="ai-predictions"}' in http.get("/metrics").text

@@ -179,10 +179,10 @@ def gate_task(settings: Settings, registration: Registration) -> GateDecision:
 def volatility_evaluate_task(settings: Settings, training: TrainingSet) -> VolatilityEvaluation:
     """Walk-forward next-bar variance: GARCH / GJR / HAR / rolling baselines vs the zoo candidates."""
     evaluation = evaluate_volatility_task(settings, training)
-    pooled = evaluation.pooled()
+    best = evaluation.row(evaluation.best_baseline)
     get_run_logger().info(
         "volatility: best baseline %s (QLIKE %.4f); winner %s (%s); %d folds, %.0f s",
-        evaluation.best_baseline, float(pooled["qlike"].min()), evaluation.winner, evaluation.winner_kind,
+        evaluation.best_baseline, float(best["qlike"]), evaluation.winner, evaluation.winner_kind,
         evaluation.folds, evaluation.seconds,
     )  # fmt: skip
     return evaluation

@@ -121,7 +121,8 @@ def evaluate_volatility_task(settings: Settings, training: TrainingSet) -> Volat
                 "max_dm_pvalue": settings.promotion.max_dm_pvalue,
             }
         )
-        mlflow.log_metrics({"best_baseline_qlike": float(pooled["qlike"].min()), "n_folds": len(board.folds)})
+        best_qlike = float(pooled.loc[pooled["model"] == best, "qlike"].iloc[0])
+        mlflow.log_metrics({"best_baseline_qlike": best_qlike, "n_folds": len(board.folds)})
         mlflow.set_tags({"best_baseline": best, "winner": winner, "winner_kind": kind})
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)

@@ -97,12 +97,9 @@ def print_tables(console: Console, *tables: Table) -> None:
 LEADERBOARD_COLUMNS = {
     "family": "family",
     "ic": "IC",
-    "raw_ic": "raw IC",
-    "oos_r2": "OOS R²",
+    "oos_r2": "R²",
     "raw_oos_r2": "raw R²",
-    "hit_rate": "hit",
-    "sharpe": "Sharpe",
-    "bh_sharpe": "B&H",
+    "auc": "AUC",
     "dm_pvalue": "DM p",
     "raw_dm_pvalue": "raw DM p",
     "spa_pvalue": "SPA p",
@@ -110,8 +107,17 @@ LEADERBOARD_COLUMNS = {
 }
 
 
+def _cell(column: str, value: object) -> str:
+    if column == "mcs_member":
+        return "in" if value == 1.0 else "out"
+    if isinstance(value, float):
+        return f"{value:.4f}" if column in ("oos_r2", "raw_oos_r2") else f"{value:.3f}"
+    return str(value)
+
+
 def leaderboard_table(board: pd.DataFrame) -> Group:
-    """One compact table per (task, scope) with the headline walk-forward metrics."""
+    """One compact table per (task, scope) with the headline walk-forward metrics: calibrated, and raw beside
+    them where calibration changes the verdict (R², DM p); the full table is in reports/leaderboard.md."""
     tables = []
     if board.empty:
         return Group("[red]no candidate finished its walk-forward evaluation[/]")
@@ -119,8 +125,9 @@ def leaderboard_table(board: pd.DataFrame) -> Group:
         table = Table(title=f"{task} — {scope} (walk-forward, out-of-sample)", title_justify="left")
         cols = [c for c in LEADERBOARD_COLUMNS if c in group.columns and group[c].notna().any()]
         for col in cols:
-            table.add_column(LEADERBOARD_COLUMNS[col], justify="left" if col == "family" else "right")
+            left = col == "family"
+            table.add_column(LEADERBOARD_COLUMNS[col], justify="left" if left else "right", no_wrap=left)
         for _, row in group.iterrows():
-            table.add_row(*(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols))
+            table.add_row(*(_cell(c, row[c]) for c in cols))
         tables.append(table)
     return Group(*tables)

@@ -11,7 +11,8 @@ which cannot set WebSocket headers, sends `{"key": "..."}` as its first message 
 key never goes into the URL (URLs end up in logs). Refusals close the socket with 1008 (policy: no, wrong or
 insufficient key), 1013 (rate limited) or 1011 (no Redis: the channels need it). A client message larger
 than FINSTREAM_SERVE_MAX_BODY_BYTES closes the socket with 1009, like a 413 for a body; other client
-messages are ignored (a client may send pings as text).
+messages are ignored (a client may send pings as text). An idle socket gets a `{"type": "heartbeat"}`
+message every HEARTBEAT_S seconds (on top of the server's WebSocket ping frames, which browsers hide).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 AUTH_TIMEOUT_S = 5.0
+#: an idle socket gets {"type": "heartbeat", "channel": ..., "ts": ...} this often
+HEARTBEAT_S = 15.0
 POLICY, TOO_BIG, TRY_LATER, SERVER_ERROR = 1008, 1009, 1013, 1011
 MAX_MESSAGE_BYTES = BodyLimitOptions().max_body_bytes
 
@@ -98,11 +102,15 @@ async def channel_socket(
             await _send(websocket, channel, text, wanted)
         while not listener.done():
             getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait({getter, listener}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {getter, listener}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED
+            )
             if getter in done:
                 await _send(websocket, channel, getter.result(), wanted)
-            else:
-                getter.cancel()
+                continue
+            getter.cancel()
+            if not done:  # idle: tell the client the socket is alive (browsers cannot see ping frames)
+                await websocket.send_text(heartbeat(channel))
     except (WebSocketDisconnect, RuntimeError):  # the client left (or the socket closed) mid-send
         pass
     finally:
@@ -112,6 +120,10 @@ async def channel_socket(
         relay.unsubscribe(channel, queue)
         WS_CONNECTIONS.labels(channel=channel).dec()
         log.info("socket closed on %s (%s)", channel, caller.key_id)
+
+
+def heartbeat(channel: str) -> str:
+    return json.dumps({"type": "heartbeat", "channel": channel, "ts": datetime.now(UTC).isoformat()})
 
 
 async def _send(websocket: WebSocket, channel: str, text: str, wanted: set[str] | None) -> None:

@@ -10,11 +10,14 @@ one per partition holding a symbol): the online rows Feast reads back are the ba
 `enhanced` row equals its batch row, every prediction equals the champion's predict on the batch row, the
 alerts equal the batch risk alerts of those bars, a republished bar changes and publishes nothing, a bad
 message is dead-lettered while the pipeline goes on, and a batch handed over twice (a commit that did not
-happen) is counted once. Keys live under a Feast project of their own (Redis db 14) and are deleted after.
+happen) is counted once. The service runs beside the pipeline: a WebSocket client on each of its five
+channels receives, live, the same messages the pipeline published, predictions and real risk alerts among
+them. Keys live under a Feast project of their own (Redis db 14) and are deleted after.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -122,6 +125,46 @@ def _train_and_promote(settings: Settings) -> None:
         promote(client, "finstream-volatility", 1, reason="stream integration test")
 
 
+class SocketClient:
+    """A WebSocket client of the service on one channel (key as a header), keeping every message."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        from websockets.sync.client import connect
+
+        self.channel = channel
+        self.socket = connect(f"{url}/ws/{channel}", additional_headers={"X-API-Key": "viewer-key"})
+        self.raw: list[str] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for text in self.socket:
+                self.raw.append(str(text))
+        except ConnectionClosed:
+            pass
+
+    def messages(self) -> list[Any]:
+        return [parse_message(raw) for raw in list(self.raw) if json.loads(raw).get("type") != "heartbeat"]
+
+    def close(self) -> None:
+        self.socket.close()
+        self._thread.join(5)
+
+
+def _wait_relay_subscribed(client: redis.Redis, project: str, timeout: float = 30.0) -> None:
+    """Until the service's relay listens on every channel (before the test's own Listener subscribes)."""
+    deadline = time.monotonic() + timeout
+    keys = [channel_key(project, c) for c in CHANNELS]
+    while time.monotonic() < deadline:
+        if all(n >= 1 for _, n in client.pubsub_numsub(*keys)):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"the service did not subscribe to every channel in {timeout} s")
+
+
 class Listener:
     """Subscribes to every channel before the pipeline starts and keeps each raw message."""
 
@@ -178,13 +221,25 @@ def _wait_drained(buses: dict[str, Any], group: str, timeout: float = 90.0) -> d
 
 
 @pytest.fixture(scope="module")
-def run(home: Home) -> Iterator[dict[str, Any]]:
-    """Two consumers handle the replayed tails, then a bad message and the held-back bars."""
+def run(home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The service with a WebSocket client per channel; two consumers handle the replayed tails, then a bad
+    message and the held-back bars."""
+    from test_serving import _start, _wait_up
+
     from stream.config import StreamConfig
     from stream.replay import Replayer, load_history
     from stream.runner import Supervisor
 
     settings = home.settings
+    server = _start(settings.paths.home, tmp_path_factory.mktemp("stream-service"), "stream-service")
+    try:
+        _wait_up(server, "/ready")
+        url = server.url.replace("http://", "ws://")
+        sockets = {c: SocketClient(url, c) for c in CHANNELS}
+        _wait_relay_subscribed(home.client, home.project)
+    except BaseException:
+        server.stop()
+        raise
     # batches of at most 3 bars: most bars are scored and published, some are folded into a later one
     config = StreamConfig(partitions=PARTITIONS, batch_size=3, min_idle_ms=5000, block_ms=50, model_poll_s=0)
     intervals = [i for _, i in SERIES]
@@ -226,10 +281,14 @@ def run(home: Home) -> Iterator[dict[str, Any]]:
             "drained": drained,
             "setup_s": setup_s,
             "handled_s": handled_s,
+            "sockets": sockets,
         }
     finally:
         supervisor.stop()
         thread.join(60)
+        for socket in sockets.values():
+            socket.close()
+        server.stop()
         listener.close()
         for bus in buses.values():
             bus.close()
@@ -431,3 +490,27 @@ def test_pipeline_status_and_metrics_are_published(run: dict[str, Any]) -> None:
     )
     counts = Counter(m.channel for m in listener.messages())
     print(dict(counts))
+
+
+def test_websocket_clients_receive_the_stream_live(run: dict[str, Any]) -> None:
+    """Every channel's socket received, in order, exactly the messages the pipeline published on Redis while
+    it was connected: predictions of the replayed bars and real risk alerts among them."""
+    listener, sockets = run["listener"], run["sockets"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the relay may still be forwarding the last messages
+        if all(
+            len(sockets[c].messages()) >= len(listener.messages(c)) for c in (AI_PREDICTIONS, RISK_ALERTS)
+        ):
+            break
+        time.sleep(0.1)
+    for channel in CHANNELS:
+        published = [m.seq for m in listener.messages(channel)]
+        received = [m.seq for m in sockets[channel].messages()]
+        assert received, channel
+        assert received == published[published.index(received[0]) :][: len(received)], channel
+    predictions = sockets[AI_PREDICTIONS].messages()
+    alerts = sockets[RISK_ALERTS].messages()
+    assert len(predictions) == len(listener.messages(AI_PREDICTIONS)) > 0
+    assert len(alerts) == len(listener.messages(RISK_ALERTS)) > 0
+    assert {a.data.severity for a in alerts} & {"warning", "critical"}
+    assert {p.data.symbol for p in predictions} <= {"AAPL", "ES=F"}

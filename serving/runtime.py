@@ -27,6 +27,7 @@ from serving.auth import Authenticator, Caller, RateLimited, RedisTokenBucket
 from serving.history import BarHistory
 from serving.online import FeatureReader, RedisFeatureReader, open_reader
 from serving.risk_book import RiskBook
+from serving.telemetry import export_loaded
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class ServingRuntime:
             settings,
             options.reload_interval_s,
             ab=ABSettings(options.ab_mode, options.ab_share),  # type: ignore[arg-type]
+            on_refresh=export_loaded,
         )
         windows = FeatureWindows(settings, path=settings.paths.features_for(interval))
         history = BarHistory(settings, interval=interval)

@@ -4,6 +4,7 @@ records each request's latency and error status."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import bentoml
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -99,3 +100,16 @@ WS_MESSAGES = bentoml.metrics.Counter(
     documentation="real-time channel messages sent to WebSocket clients, per channel",
     labelnames=["channel"],
 )
+MODEL_LOADED = bentoml.metrics.Gauge(
+    name="finstream_model_loaded",
+    documentation="1 when this worker serves a version of the model under the alias, else 0",
+    labelnames=["model", "alias"],
+    multiprocess_mode="livemin",  # 0 when any live worker lacks it
+)
+
+
+def export_loaded(models: Any) -> None:
+    """Set MODEL_LOADED from a ChampionModels after its refresh (its `on_refresh` hook)."""
+    for alias in ("champion", "challenger"):
+        for name, version in models.versions(alias).items():
+            MODEL_LOADED.labels(model=name, alias=alias).set(0.0 if version is None else 1.0)

@@ -214,6 +214,7 @@ class ChampionModels:
         names: Mapping[str, str] = REGISTERED_MODELS,
         agent: str | None = AGENT_MODEL,
         ab: ABSettings | None = None,
+        on_refresh: Any = None,
     ) -> None:
         self.settings = settings
         self.poll_seconds = poll_seconds
@@ -228,6 +229,8 @@ class ChampionModels:
         self._thread: threading.Thread | None = None
         self._events: Any = None  # finstream.models.notices.Subscriber, with Redis
         self._client: Any = None
+        #: called with this object after every refresh (the service exports what is loaded as metrics)
+        self.on_refresh = on_refresh
 
     def get(self, task: str, alias: str = CHAMPION) -> Any | None:
         """The current model for `task` and `alias` (a plain dict read: atomic under the GIL)."""
@@ -279,6 +282,8 @@ class ChampionModels:
                     log.warning("cannot refresh %s: %s", name, exc, extra={"model": name})
                     if not isinstance(exc, FinstreamError):
                         self._client = None  # reconnect next time
+        if self.on_refresh is not None:
+            self.on_refresh(self)
         return changed
 
     def _follow(self, task: str, name: str, alias: str, registered: Any) -> bool:

@@ -543,10 +543,14 @@ def test_no_champion_is_503_saying_how_to_promote(served: Served) -> None:
         ready = http.get("/ready")
         predict = http.post("/predict", json={"symbols": ["^GSPC"]})
         assert http.get("/health").status_code == 200
+        metrics = http.get("/metrics").text
     for response in (ready, predict):
         assert response.status_code == 503
         assert "finstream models promote" in response.json()["detail"]
         assert "finstream-return" in response.json()["detail"]
+    # what the FinstreamNoChampion alert rule watches (ops/prometheus/alerts.yml); the servers of this module
+    # share one BENTOML_HOME, hence one metrics folder, so the served 1.0 is checked in test_stream_pipeline
+    assert 'finstream_model_loaded{alias="champion",model="finstream-return"} 0.0' in metrics
 
 
 def test_single_request_latency(served: Served) -> None:

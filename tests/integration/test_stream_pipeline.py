@@ -282,6 +282,7 @@ def run(home: Home, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[s
             "setup_s": setup_s,
             "handled_s": handled_s,
             "sockets": sockets,
+            "service_url": server.url,
         }
     finally:
         supervisor.stop()
@@ -514,3 +515,8 @@ def test_websocket_clients_receive_the_stream_live(run: dict[str, Any]) -> None:
     assert len(alerts) == len(listener.messages(RISK_ALERTS)) > 0
     assert {a.data.severity for a in alerts} & {"warning", "critical"}
     assert {p.data.symbol for p in predictions} <= {"AAPL", "ES=F"}
+    import httpx
+
+    metrics = httpx.get(run["service_url"] + "/metrics", timeout=10).text
+    assert 'finstream_model_loaded{alias="champion",model="finstream-return"} 1.0' in metrics
+    assert 'finstream_ws_connections{channel="ai-predictions"} 1.0' in metrics

@@ -22,7 +22,7 @@ from finstream.errors import FinstreamError, UnknownSymbol
 from serving.auth import AuthError, RateLimited
 from serving.docs import mount_docs
 from serving.limits import BodyLimitMiddleware, BodyLimitOptions
-from serving.routes import channels, inference, market, model_admin, operations, risk
+from serving.routes import channels, inference, market, model_admin, operations, risk, signin
 from serving.routes.market import QueryError
 from serving.routes.model_admin import UnknownModel
 from serving.runtime import ServingOptions
@@ -46,6 +46,7 @@ for router in (
     risk.router,
     model_admin.router,
     channels.router,
+    signin.router,
 ):
     app.include_router(router)
 

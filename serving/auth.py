@@ -1,7 +1,9 @@
-"""API keys with roles (viewer < trader < admin) and a per-key token-bucket rate limit.
+"""API keys and signed-in users' tokens with roles (viewer < trader < admin), and a per-caller token-bucket
+rate limit.
 
-Keys come from `FINSTREAM_API_KEYS`, e.g. "key1:viewer,key2:trader,key3:admin". Clients send the key as
-`X-API-Key: <key>` or `Authorization: Bearer <key>`. With no keys configured every protected endpoint
+Keys come from `FINSTREAM_API_KEYS`, e.g. "key1:viewer,key2:trader,key3:admin"; users and their JWTs from
+`serving.tokens` (`POST /auth/token`). Clients send either as `X-API-Key: <key>` or
+`Authorization: Bearer <key or token>`. With neither keys nor users configured every protected endpoint
 answers 401 saying so: the server never runs open by accident.
 
 The buckets live in Redis when the server has one (`RedisTokenBucket`: one Lua script call per request on
@@ -23,6 +25,7 @@ from enum import IntEnum
 from typing import Any
 
 from finstream.errors import ConfigError
+from serving.tokens import TokenIssuer, looks_like_jwt
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +200,16 @@ class RedisTokenBucket:
 class Authenticator:
     """Checks a presented key against the configured ones, its role, and its rate limit."""
 
-    def __init__(self, keys: dict[str, Role], limiter: TokenBucket | RedisTokenBucket) -> None:
+    def __init__(
+        self,
+        keys: dict[str, Role],
+        limiter: TokenBucket | RedisTokenBucket,
+        issuer: TokenIssuer | None = None,
+    ) -> None:
         self._keys = keys
         self._ids = {key: f"key{i + 1}" for i, key in enumerate(keys)}
         self.limiter = limiter
+        self.issuer = issuer
 
     @classmethod
     def from_env(
@@ -209,7 +218,8 @@ class Authenticator:
         """Keys from FINSTREAM_API_KEYS; buckets in Redis when `redis_url` is given, else in the process."""
         local = TokenBucket(rate, burst)
         limiter = RedisTokenBucket(redis_url, rate, burst, local, prefix) if redis_url else local
-        return cls(parse_api_keys(os.environ.get(API_KEYS_ENV)), limiter)
+        issuer = TokenIssuer.from_env({role.name.lower(): role.value for role in Role})
+        return cls(parse_api_keys(os.environ.get(API_KEYS_ENV)), limiter, issuer)
 
     async def check_async(self, presented: str | None, needed: Role) -> Caller:
         """The caller for `presented`, or AuthError / RateLimited (the bucket may be in Redis)."""
@@ -217,7 +227,7 @@ class Authenticator:
         wait = await self.limiter.take_async(key)
         if wait > 0:
             raise RateLimited(wait)
-        return Caller(self._ids[key], role)
+        return Caller(self._ids.get(key, key), role)
 
     def identify_deferred(self, presented: str | None, needed: Role) -> Caller:
         """The caller, its token not spent yet when the buckets are in Redis (`unspent_bucket`): the
@@ -225,7 +235,7 @@ class Authenticator:
         if not isinstance(self.limiter, RedisTokenBucket):
             return self.check(presented, needed)
         key, role = self._identify(presented, needed)
-        return Caller(self._ids[key], role, unspent_bucket=self.limiter.bucket(key))
+        return Caller(self._ids.get(key, key), role, unspent_bucket=self.limiter.bucket(key))
 
     def check(self, presented: str | None, needed: Role) -> Caller:
         """The caller for `presented`, or AuthError / RateLimited (process buckets only)."""
@@ -234,16 +244,30 @@ class Authenticator:
         wait = limiter.take(key)
         if wait > 0:
             raise RateLimited(wait)
-        return Caller(self._ids[key], role)
+        return Caller(self._ids.get(key, key), role)
 
     def _identify(self, presented: str | None, needed: Role) -> tuple[str, Role]:
-        """The configured key matching `presented` and its role, or AuthError."""
-        if not self._keys:
+        """The configured key matching `presented` and its role (a token: "user:<name>" and the role it
+        grants), or AuthError."""
+        tokens = self.issuer is not None and self.issuer.enabled
+        if not self._keys and not tokens:
             raise AuthError(401, f"no API keys are configured on this server: set {API_KEYS_ENV}")
         if not presented:
             raise AuthError(
                 401, "missing API key: send it as 'X-API-Key: <key>' or 'Authorization: Bearer <key>'"
             )
+        if tokens and looks_like_jwt(presented):
+            try:
+                name, granted = self.issuer.verify(presented)  # type: ignore[union-attr]
+            except ValueError as exc:
+                raise AuthError(401, str(exc)) from None
+            if granted < needed:
+                raise AuthError(
+                    403,
+                    f"this endpoint needs the {needed.name.lower()} role; the token grants "
+                    f"{Role(granted).name.lower()}",
+                )
+            return f"user:{name}", Role(granted)
         role = None
         for key, key_role in self._keys.items():
             if hmac.compare_digest(key.encode(), presented.encode()):

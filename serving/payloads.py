@@ -333,3 +333,24 @@ class PortfolioRiskResponse(BaseModel):
     interval: str
     weights: dict[str, float]
     risk: RiskSummary
+
+
+class SignInRequest(BaseModel):
+    """A configured user's name and password (FINSTREAM_USERS)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenResponse(BaseModel):
+    """A signed JWT: send it as `Authorization: Bearer <access_token>` (or as a WebSocket's first message
+    `{"token": ...}`) until it expires."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds the token is valid for")
+    expires_at: float = Field(description="when it expires, Unix time")
+    role: Literal["viewer", "trader", "admin"]
+    username: str

@@ -360,6 +360,16 @@ def report() -> None:
     console.print(f"written {md} and {html}")
 
 
+@app.command("hash-password")
+@cli_errors
+def hash_password_command() -> None:
+    """Print the Argon2id hash of a password typed at the prompt, for FINSTREAM_USERS (sign-in)."""
+    from serving.tokens import hash_password
+
+    password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    typer.echo(hash_password(password))
+
+
 @app.command("sources")
 @cli_errors
 def list_sources() -> None:

@@ -6,8 +6,9 @@ as the stream publishes them. Query parameters: `symbols=A,B` keeps only those s
 about no one symbol always pass); `since=<seq>` first replays the channel's messages after that number
 from its history stream (a reconnecting client passes its last `seq`).
 
-Authentication: programs send the API key as a header (`X-API-Key` or `Authorization: Bearer`); a browser,
-which cannot set WebSocket headers, sends `{"key": "..."}` as its first message within AUTH_TIMEOUT_S. The
+Authentication: programs send the API key (or a signed-in user's token) as a header (`X-API-Key` or
+`Authorization: Bearer`); a browser, which cannot set WebSocket headers, sends `{"key": "..."}` or
+`{"token": "..."}` as its first message within AUTH_TIMEOUT_S. The
 key never goes into the URL (URLs end up in logs). Refusals close the socket with 1008 (policy: no, wrong or
 insufficient key), 1013 (rate limited) or 1011 (no Redis: the channels need it). A client message larger
 than FINSTREAM_SERVE_MAX_BODY_BYTES closes the socket with 1009, like a 413 for a body; other client
@@ -63,7 +64,8 @@ async def _authenticate(websocket: WebSocket) -> Caller | None:
                 await websocket.close(TOO_BIG, "message too large")
                 return None
             try:
-                key = json.loads(text).get("key")
+                first = json.loads(text)
+                key = first.get("key") or first.get("token")
             except (ValueError, AttributeError):
                 key = None
         return await auth.check_async(key if isinstance(key, str) else None, Role.VIEWER)

@@ -40,6 +40,9 @@ class StreamConfig(BaseModel):
     score: bool = Field(True, description="score fresh rows with the registry's champions")
     model_poll_s: float = Field(30.0, description="re-read the champions' aliases (0: never; notices still)")
     down_after_s: float = Field(5.0, gt=0, description="a consumer without a heartbeat this long is down")
+    metrics_port: int = Field(
+        9109, ge=0, le=65535, description="Prometheus metrics of `finstream stream` on 127.0.0.1 (0: off)"
+    )
 
     def url(self, settings: Settings) -> str:
         return self.redis_url or settings.redis_url or DEFAULT_REDIS_URL

@@ -26,6 +26,7 @@ from finstream.channels import (
     StreamMetricsData,
 )
 from finstream.config import Settings
+from stream import exporter
 from stream.bus import Bus
 from stream.config import StreamConfig
 from stream.publish import Publisher
@@ -132,6 +133,7 @@ class Monitor:
         metrics = self.metrics(beats, now)
         self.publisher.publish(self.client, STREAM_METRICS, metrics)
         status, event = self.status(beats, now)
+        exporter.update(metrics, status)
         if event is not None or now - self._status_at >= self.config.status_s:
             self.publisher.publish(self.client, PIPELINE_STATUS, [status])
             self._status_at = now

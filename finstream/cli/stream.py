@@ -101,6 +101,10 @@ def stream_main(
     duration: Annotated[
         float | None, typer.Option(min=0, help="Stop after this many seconds (default: until Ctrl-C).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Prometheus metrics on 127.0.0.1:PORT (default 9109; 0: off)."),
+    ] = None,
 ) -> None:
     """Run the consumers: incremental features, online store, champions, risk and alerts, the channels."""
     if ctx.invoked_subcommand is not None:
@@ -108,16 +112,18 @@ def stream_main(
     exit_on_sigterm()
     settings = load_settings()
     intervals = _intervals(settings, interval)
-    config = _config(partitions=partitions, batch_size=batch_size, score=score)
+    config = _config(partitions=partitions, batch_size=batch_size, score=score, metrics_port=metrics_port)
     try:
         indices = [int(i) for i in split_names(index) or []] if index else None
     except ValueError:
         raise typer.BadParameter(f"--index {index!r}: give consumer numbers such as 0,2") from None
     if indices is not None and any(not 0 <= i < consumers for i in indices):
         raise typer.BadParameter(f"--index {index}: indices run from 0 to {consumers - 1}")
+    from stream import exporter
     from stream.runner import Supervisor
 
     supervisor = Supervisor(settings, config, intervals, consumers, threads=threads, indices=indices)
+    exporter.serve(config.metrics_port)
     mode = "threads" if threads else "processes"
     console.print(
         f"stream: {len(supervisor.indices)} consumer {mode} on {', '.join(intervals)} "

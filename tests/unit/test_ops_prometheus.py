@@ -30,13 +30,15 @@ CONFIG = PROMETHEUS / "prometheus.yml"
 DASHBOARD = ROOT / "ops" / "grafana" / "finstream.json"
 
 #: modules that define the service's Prometheus metrics (module-level prometheus_client objects)
-METRIC_MODULES = ("serving.telemetry",)
+METRIC_MODULES = ("serving.telemetry", "stream.exporter")
 #: where metrics could be defined; a definition outside METRIC_MODULES fails test_metrics_are_defined_...
 CODE_DIRS = ("serving", "finstream", "stream", "flows", "training")
 #: series Prometheus makes itself for every scrape target
 PROMETHEUS_SERIES = {"up"}
 #: the job name of the finstream scrape config, used by the alerts and the dashboard
 JOB = "finstream"
+#: the job of `finstream stream`'s metrics (stream/exporter.py)
+STREAM_JOB = "finstream-stream"
 #: values for Grafana's built-in variables before promtool parses a panel's query
 GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
 
@@ -210,17 +212,20 @@ def test_promtool_checks_the_config_and_it_loads_the_rules() -> None:
     assert "SUCCESS: 1 rule files found" in result.stdout
     config = yaml.safe_load(CONFIG.read_text())
     assert config["rule_files"] == [ALERTS.name]
-    (job,) = config["scrape_configs"]
-    assert job["job_name"] == JOB
-    assert job["metrics_path"] == "/metrics"
-    assert job["static_configs"][0]["targets"] == ["127.0.0.1:3000"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {JOB, STREAM_JOB}
+    assert all(job["metrics_path"] == "/metrics" for job in jobs.values())
+    assert jobs[JOB]["static_configs"][0]["targets"] == ["127.0.0.1:3000"]
+    assert jobs[STREAM_JOB]["static_configs"][0]["targets"] == ["127.0.0.1:9109"]
 
 
 def test_the_scrape_target_is_where_finstream_serve_listens() -> None:
     from finstream.cli.serve import serve
+    from stream.config import StreamConfig
 
     params = inspect.signature(serve).parameters
     assert (params["host"].default, params["port"].default) == ("127.0.0.1", 3000)
+    assert StreamConfig().metrics_port == 9109
 
 
 def test_promtool_unit_tests_of_the_alert_rules_pass() -> None:

@@ -34,6 +34,13 @@ tools:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || { \
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; }
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "chromium is missing: install Debian's chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"; exit 1; fi; \
+	  echo "installing Debian's chromium and chromium-driver (for the dashboard end-to-end test)…"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || { \
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; }; }
 
 demo: setup
 	$(BIN)/finstream train --refresh-data

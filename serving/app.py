@@ -22,7 +22,7 @@ from finstream.errors import FinstreamError, UnknownSymbol
 from serving.auth import AuthError, RateLimited
 from serving.docs import mount_docs
 from serving.limits import BodyLimitMiddleware, BodyLimitOptions
-from serving.routes import channels, inference, market, model_admin, operations, risk, signin
+from serving.routes import channels, dashboard, inference, market, model_admin, operations, risk, signin
 from serving.routes.market import QueryError
 from serving.routes.model_admin import UnknownModel
 from serving.runtime import ServingOptions
@@ -47,6 +47,7 @@ for router in (
     model_admin.router,
     channels.router,
     signin.router,
+    dashboard.router,
 ):
     app.include_router(router)
 

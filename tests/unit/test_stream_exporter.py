@@ -1,5 +1,6 @@
 """The stream's Prometheus metrics (stream/exporter.py): one monitor tick's counts, as gauges per interval,
-served over HTTP by prometheus_client on the configured port."""
+served over HTTP by prometheus_client on the configured port. The registry is the process's and earlier
+tests' pipelines set the 1m / 1h series: this test uses intervals of its own."""
 
 from __future__ import annotations
 
@@ -27,18 +28,18 @@ def test_a_tick_sets_every_gauge_and_http_serves_them() -> None:
     down = ConsumerStatus.model_construct(up=False)
     up = ConsumerStatus.model_construct(up=True)
     status = PipelineStatusData.model_construct(state="degraded", consumers=[up, down])
-    exporter.update([_metrics("1h", 120, 1, 0), _metrics("1m", 40, 0, None)], status)
+    exporter.update([_metrics("5m", 120, 1, 0), _metrics("15m", 40, 0, None)], status)
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     for line in (
-        'finstream_stream_processed{interval="1h"} 120.0',
-        'finstream_stream_dead_lettered{interval="1h"} 1.0',
-        'finstream_stream_bars_in{interval="1h"} 124.0',
-        'finstream_stream_pending{interval="1m"} 3.0',
-        'finstream_stream_lag{interval="1h"} 0.0',
-        'finstream_stream_bars_per_second{interval="1m"} 12.5',
-        'finstream_stream_stage_us_per_bar{interval="1h",stage="risk"} 85.0',
+        'finstream_stream_processed{interval="5m"} 120.0',
+        'finstream_stream_dead_lettered{interval="5m"} 1.0',
+        'finstream_stream_bars_in{interval="5m"} 124.0',
+        'finstream_stream_pending{interval="15m"} 3.0',
+        'finstream_stream_lag{interval="5m"} 0.0',
+        'finstream_stream_bars_per_second{interval="15m"} 12.5',
+        'finstream_stream_stage_us_per_bar{interval="5m",stage="risk"} 85.0',
         "finstream_stream_consumers_up 1.0",  # from the status: one of two consumers is up
     ):
         assert line in text, line
-    assert 'finstream_stream_lag{interval="1m"}' not in text  # unknown lag is not reported as 0
+    assert 'finstream_stream_lag{interval="15m"}' not in text  # unknown lag is not reported as 0
     exporter.serve(0)  # 0 serves nothing (and does not fail)
